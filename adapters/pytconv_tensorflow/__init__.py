@@ -1,0 +1,1 @@
+"""TensorFlow / Keras adapter for pytconv (see README)."""

@@ -1,0 +1,203 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Thin Cython bridge to the C core: fills a ptc_problem from a checked
+`Problem`, releases the GIL for the whole computation and turns statuses into
+Python exceptions. Arguments arrive validated (pytconv._args); arrays arrive
+C-contiguous with the problem's shapes and one dtype."""
+
+cimport numpy as cnp
+from libc.stdint cimport int64_t
+
+cnp.import_array()
+
+cdef extern from "Python.h":
+    # Declared without an exception clause: the callback below leaves the
+    # exception set for the caller to raise once the C call has returned.
+    int PyErr_CheckSignals()
+    void *PyErr_Occurred()
+
+cdef extern from "pytconv.h" nogil:
+    enum: PTC_MAX_NDIM
+    ctypedef enum ptc_status:
+        PTC_OK
+        PTC_ERR_INVALID_ARGUMENT
+        PTC_ERR_OVERFLOW
+        PTC_ERR_NO_MEMORY
+        PTC_ERR_INTERRUPTED
+        PTC_ERR_THREAD
+    ctypedef enum ptc_dtype:
+        PTC_FLOAT32
+        PTC_FLOAT64
+    ctypedef enum ptc_padding_mode:
+        PTC_PAD_ZEROS
+        PTC_PAD_REFLECT
+        PTC_PAD_REPLICATE
+        PTC_PAD_CIRCULAR
+    ctypedef struct ptc_problem:
+        int ndim
+        int64_t batch, in_channels, out_channels, groups
+        int64_t in_size[PTC_MAX_NDIM]
+        int64_t out_size[PTC_MAX_NDIM]
+        int64_t kernel[PTC_MAX_NDIM]
+        int64_t stride[PTC_MAX_NDIM]
+        int64_t dilation[PTC_MAX_NDIM]
+        int64_t pad_low[PTC_MAX_NDIM]
+        int64_t pad_high[PTC_MAX_NDIM]
+        ptc_padding_mode padding_mode
+    ctypedef struct ptc_options:
+        int (*should_stop)(void *data) noexcept
+        void *should_stop_data
+
+    ptc_status ptc_conv_forward(const ptc_problem *p, ptc_dtype dtype, const void *x,
+                                const void *w, const void *bias, void *y, const ptc_options *opt)
+    ptc_status ptc_conv_backward_data(const ptc_problem *p, ptc_dtype dtype, const void *dy,
+                                      const void *w, void *dx, const ptc_options *opt)
+    ptc_status ptc_conv_backward_filter(const ptc_problem *p, ptc_dtype dtype, const void *x,
+                                        const void *dy, void *dw, const ptc_options *opt)
+    ptc_status ptc_bias_backward(int64_t batch, int64_t channels, int64_t spatial,
+                                 ptc_dtype dtype, const void *dy, void *db)
+    void ptc_set_num_threads(int n)
+    int ptc_get_num_threads()
+    const char *ptc_simd_level()
+    const char *ptc_status_message(ptc_status s)
+
+MAX_NDIM = PTC_MAX_NDIM
+
+cdef dict _MODES = {
+    "zeros": PTC_PAD_ZEROS,
+    "reflect": PTC_PAD_REFLECT,
+    "replicate": PTC_PAD_REPLICATE,
+    "circular": PTC_PAD_CIRCULAR,
+}
+
+cdef int _fill(ptc_problem *p, problem) except -1:
+    cdef int d, n = len(problem.kernel)
+    if n < 1 or n > PTC_MAX_NDIM:
+        raise ValueError(f"pytconv: {n} spatial dimensions, 1..{PTC_MAX_NDIM} supported")
+    p.ndim = n
+    p.batch = problem.batch
+    p.in_channels = problem.in_channels
+    p.out_channels = problem.out_channels
+    p.groups = problem.groups
+    for d in range(n):
+        p.in_size[d] = problem.in_size[d]
+        p.out_size[d] = problem.out_size[d]
+        p.kernel[d] = problem.kernel[d]
+        p.stride[d] = problem.stride[d]
+        p.dilation[d] = problem.dilation[d]
+        p.pad_low[d] = problem.pad_low[d]
+        p.pad_high[d] = problem.pad_high[d]
+    p.padding_mode = _MODES[problem.padding_mode]
+    return 0
+
+cdef int _stop_on_signal(void *data) noexcept nogil:
+    # Runs on the calling thread every ~20 ms: lets Ctrl-C interrupt a long call.
+    with gil:
+        return PyErr_CheckSignals() != 0
+
+cdef int _raise_pending() except -1:
+    return -1
+
+cdef int _check(ptc_status status) except -1:
+    if status == PTC_OK:
+        return 0
+    if status == PTC_ERR_INTERRUPTED:
+        if PyErr_Occurred() != NULL:
+            _raise_pending()
+        raise KeyboardInterrupt
+    if status == PTC_ERR_NO_MEMORY:
+        raise MemoryError("pytconv: " + ptc_status_message(status).decode())
+    if status == PTC_ERR_THREAD:
+        raise RuntimeError("pytconv: " + ptc_status_message(status).decode())
+    raise ValueError("pytconv: " + ptc_status_message(status).decode())
+
+cdef ptc_dtype _dtype(cnp.ndarray a) except *:
+    if a.dtype.num == cnp.NPY_FLOAT32:
+        return PTC_FLOAT32
+    if a.dtype.num == cnp.NPY_FLOAT64:
+        return PTC_FLOAT64
+    raise TypeError(f"pytconv: unsupported dtype {a.dtype}")
+
+cdef void *_data(cnp.ndarray a) except? NULL:
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raise ValueError("pytconv: internal error, array is not C-contiguous")
+    return cnp.PyArray_DATA(a)
+
+cdef ptc_options _options():
+    cdef ptc_options opt
+    opt.should_stop = _stop_on_signal
+    opt.should_stop_data = NULL
+    return opt
+
+
+def forward(problem, cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y):
+    """y = conv(x, w) (+ bias), written into y."""
+    cdef ptc_problem p
+    cdef ptc_status st
+    cdef ptc_options opt = _options()
+    _fill(&p, problem)
+    cdef ptc_dtype dt = _dtype(x)
+    cdef const void *px = _data(x)
+    cdef const void *pw = _data(w)
+    cdef const void *pb = NULL if bias is None else _data(<cnp.ndarray>bias)
+    cdef void *py = _data(y)
+    with nogil:
+        st = ptc_conv_forward(&p, dt, px, pw, pb, py, &opt)
+    _check(st)
+
+
+def backward_data(problem, cnp.ndarray dy, cnp.ndarray w, cnp.ndarray dx):
+    """dx = conv^T(dy), written into dx."""
+    cdef ptc_problem p
+    cdef ptc_status st
+    cdef ptc_options opt = _options()
+    _fill(&p, problem)
+    cdef ptc_dtype dt = _dtype(dy)
+    cdef const void *pdy = _data(dy)
+    cdef const void *pw = _data(w)
+    cdef void *pdx = _data(dx)
+    with nogil:
+        st = ptc_conv_backward_data(&p, dt, pdy, pw, pdx, &opt)
+    _check(st)
+
+
+def backward_filter(problem, cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw):
+    """dw = d<conv(x, w), dy>/dw, written into dw."""
+    cdef ptc_problem p
+    cdef ptc_status st
+    cdef ptc_options opt = _options()
+    _fill(&p, problem)
+    cdef ptc_dtype dt = _dtype(x)
+    cdef const void *px = _data(x)
+    cdef const void *pdy = _data(dy)
+    cdef void *pdw = _data(dw)
+    with nogil:
+        st = ptc_conv_backward_filter(&p, dt, px, pdy, pdw, &opt)
+    _check(st)
+
+
+def bias_backward(cnp.ndarray dy, cnp.ndarray db):
+    """db[c] = sum of dy[:, c, ...]; dy is (batch, channels, *spatial)."""
+    cdef int64_t batch = dy.shape[0], channels = dy.shape[1]
+    cdef int64_t spatial = 1
+    cdef int d
+    for d in range(2, dy.ndim):
+        spatial *= dy.shape[d]
+    cdef ptc_dtype dt = _dtype(dy)
+    cdef const void *pdy = _data(dy)
+    cdef void *pdb = _data(db)
+    cdef ptc_status st
+    with nogil:
+        st = ptc_bias_backward(batch, channels, spatial, dt, pdy, pdb)
+    _check(st)
+
+
+def set_num_threads(int n):
+    ptc_set_num_threads(n)
+
+
+def get_num_threads():
+    return ptc_get_num_threads()
+
+
+def simd_level():
+    return ptc_simd_level().decode()

@@ -1,0 +1,671 @@
+/* The three convolution primitives for one element type, included by
+ * conv_float.c and conv_double.c with these defined:
+ *   SUFFIX            f32 / f64 (names: ptc_forward_f32, ...)
+ *   REAL              float / double
+ *   KERNEL(ks)        the micro-kernel of set ks for REAL
+ *   KERNEL_MR(ks), KERNEL_NR(ks)
+ *
+ * All three are GEMMs over unfolded patches, done tile by tile so that no
+ * full im2col matrix is ever built:
+ *   forward          Y[co, p]  = sum_kk W[co, kk] * cols[kk, p]
+ *   backward data    cols[kk, p] = sum_co W[co, kk] * dY[co, p], then col2im
+ *   backward filter  dW[co, kk] = sum_{n, p} dY[co, p] * cols[kk, p]
+ * with kk = (input channel in group, kernel offset) and p the flat output
+ * position. Tile shapes depend on the problem and the kernel set only, never
+ * on the thread count, so results are the same bits for any thread count.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#define PTC_CAT2(a, b) a##_##b
+#define PTC_CAT(a, b) PTC_CAT2(a, b)
+#define FN(name) PTC_CAT(name, SUFFIX)
+
+typedef void (*FN(kernel_fn))(int64_t, const REAL *, const REAL *, int64_t, REAL *, int64_t,
+                               int, int64_t, int64_t);
+
+static int64_t FN(min64)(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t FN(round_up)(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+static int64_t FN(ceil_div)(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* Zeroed buffer of n elements, or NULL (also when the byte count overflows). */
+static REAL *FN(alloc)(int64_t n)
+{
+    if (n < 1) n = 1;
+    if ((uint64_t)n > SIZE_MAX / sizeof(REAL)) return NULL;
+    return (REAL *)calloc((size_t)n, sizeof(REAL));
+}
+
+/* A row stride of at least n elements, a multiple of nr, and not a multiple of
+ * 256 bytes, so that the rows of a micro-panel do not fall into the same L1
+ * cache sets. */
+static int64_t FN(leading_dim)(int64_t n, int64_t nr)
+{
+    int64_t ld = FN(round_up)(n, nr);
+    if ((ld * (int64_t)sizeof(REAL)) % 256 == 0) ld += 64 / (int64_t)sizeof(REAL);
+    return ld;
+}
+
+/* Rows k0..k0+kc-1 of the unfolded patches of one image and group, for the
+ * output positions of `segs`, into dst[r * rs + c * cs] (c: column in tile). */
+static void FN(im2col)(const ptc_geometry *g, const REAL *xg, int64_t k0, int64_t kc,
+                       const ptc_segment *segs, int64_t nseg, REAL *dst, int64_t rs,
+                       int64_t cs)
+{
+    int last = g->nd - 1;
+    int64_t s = g->p->stride[last];
+    int64_t pad = g->p->pad_low[last];
+    for (int64_t r = 0; r < kc; r++) {
+        int64_t kk = k0 + r, ci = kk / g->kvol, q = kk % g->kvol;
+        const REAL *xc = xg + ci * g->in_spatial;
+        int64_t shift = g->koff[q * g->nd + last] - pad;
+        REAL *drow = dst + r * rs;
+        for (int64_t si = 0; si < nseg; si++) {
+            const ptc_segment *sg = &segs[si];
+            REAL *d = drow + sg->col * cs;
+            int64_t off = ptc_row_offset(g, sg->outer, q), lo = 0, hi = 0;
+            if (off >= 0) ptc_last_dim_range(g, q, sg->o_last, sg->len, &lo, &hi);
+            int64_t a = hi > lo ? lo - sg->o_last : sg->len, b = hi > lo ? hi - sg->o_last : sg->len;
+            int64_t j = 0;
+            for (; j < a; j++) d[j * cs] = 0;
+            if (b > a) {
+                const REAL *src = xc + off + lo * s + shift;
+                if (cs == 1 && s == 1)
+                    memcpy(d + a, src, (size_t)(b - a) * sizeof(REAL));
+                else
+                    for (j = a; j < b; j++) d[j * cs] = src[(j - a) * s];
+            }
+            for (j = b; j < sg->len; j++) d[j * cs] = 0;
+        }
+    }
+}
+
+/* The adjoint of im2col: adds rows k0..k0+kc-1 of src (src[r * rs + c]) into
+ * the input-shaped dxg, dropping what falls into the padding. */
+static void FN(col2im)(const ptc_geometry *g, REAL *dxg, int64_t k0, int64_t kc,
+                       const ptc_segment *segs, int64_t nseg, const REAL *src, int64_t rs)
+{
+    int last = g->nd - 1;
+    int64_t s = g->p->stride[last];
+    int64_t pad = g->p->pad_low[last];
+    for (int64_t r = 0; r < kc; r++) {
+        int64_t kk = k0 + r, ci = kk / g->kvol, q = kk % g->kvol;
+        REAL *dxc = dxg + ci * g->in_spatial;
+        int64_t shift = g->koff[q * g->nd + last] - pad;
+        const REAL *srow = src + r * rs;
+        for (int64_t si = 0; si < nseg; si++) {
+            const ptc_segment *sg = &segs[si];
+            int64_t off = ptc_row_offset(g, sg->outer, q), lo, hi;
+            if (off < 0) continue;
+            ptc_last_dim_range(g, q, sg->o_last, sg->len, &lo, &hi);
+            if (hi <= lo) continue;
+            REAL *d = dxc + off + lo * s + shift;
+            const REAL *c = srow + sg->col + (lo - sg->o_last);
+            int64_t len = hi - lo;
+            if (s == 1)
+                for (int64_t j = 0; j < len; j++) d[j] += c[j];
+            else
+                for (int64_t j = 0; j < len; j++) d[j * s] += c[j];
+        }
+    }
+}
+
+/* Per-thread scratch, allocated by each thread on its first task. */
+typedef struct {
+    REAL *buf_b;         /* B operand block */
+    REAL *buf_c;         /* C tile (backward data) or packed A (backward filter) */
+    ptc_segment *segs;
+} FN(scratch);
+
+typedef struct {
+    const ptc_geometry *g;
+    const ptc_kernel_set *ks;
+    FN(kernel_fn) kern;
+    int64_t mr, nr;
+    const REAL *in;      /* x (forward, filter) or dy (data) */
+    const REAL *aux;     /* bias (forward) or dy (filter) */
+    const REAL *apack;   /* packed weights */
+    REAL *out;
+    int64_t kc, nc, ntiles, nblocks, block, ldb, ldc, npanels;
+    int64_t b_elems, c_elems, seg_cap;
+    FN(scratch) *scratch;
+} FN(job);
+
+static ptc_status FN(scratch_get)(FN(job) *job, int tid, FN(scratch) **out)
+{
+    FN(scratch) *s = &job->scratch[tid];
+    if (!s->segs) {
+        s->buf_b = FN(alloc)(job->b_elems);
+        s->buf_c = job->c_elems ? FN(alloc)(job->c_elems) : NULL;
+        s->segs = (ptc_segment *)calloc((size_t)job->seg_cap, sizeof(ptc_segment));
+        if (!s->buf_b || (job->c_elems && !s->buf_c) || !s->segs) return PTC_ERR_NO_MEMORY;
+    }
+    *out = s;
+    return PTC_OK;
+}
+
+static ptc_status FN(job_start)(FN(job) *job, int nthreads)
+{
+    job->scratch = (FN(scratch) *)calloc((size_t)nthreads, sizeof(FN(scratch)));
+    return job->scratch ? PTC_OK : PTC_ERR_NO_MEMORY;
+}
+
+static void FN(job_end)(FN(job) *job, int nthreads)
+{
+    if (job->scratch)
+        for (int t = 0; t < nthreads; t++) {
+            free(job->scratch[t].buf_b);
+            free(job->scratch[t].buf_c);
+            free(job->scratch[t].segs);
+        }
+    free(job->scratch);
+    free((void *)job->apack);
+}
+
+/* A k-block length near `target` that splits k into equal blocks. */
+static int64_t FN(block_len)(int64_t k, int64_t target)
+{
+    if (k <= target) return k < 1 ? 1 : k;
+    return FN(ceil_div)(k, FN(ceil_div)(k, target));
+}
+
+/* ---- forward ------------------------------------------------------------ */
+
+static ptc_status FN(forward_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
+{
+    (void)par;
+    FN(job) *job = (FN(job) *)vjob;
+    const ptc_geometry *g = job->g;
+    const ptc_problem *p = g->p;
+    FN(scratch) *s;
+    ptc_status st = FN(scratch_get)(job, tid, &s);
+    if (st != PTC_OK) return st;
+
+    int64_t tile = t % job->ntiles, grp = (t / job->ntiles) % p->groups;
+    int64_t n = t / job->ntiles / p->groups;
+    int64_t P = g->out_spatial, p0 = tile * job->nc, nc = FN(min64)(job->nc, P - p0);
+    int64_t nseg = ptc_segments(g, p0, nc, s->segs);
+    const REAL *xg = job->in + (n * p->in_channels + grp * g->cin_g) * g->in_spatial;
+    REAL *yg = job->out + (n * p->out_channels + grp * g->cout_g) * P + p0;
+    const REAL *ag = job->apack + grp * job->npanels * job->mr * g->kdim;
+
+    for (int64_t k0 = 0; k0 < g->kdim; k0 += job->kc) {
+        int64_t kc = FN(min64)(job->kc, g->kdim - k0);
+        FN(im2col)(g, xg, k0, kc, s->segs, nseg, s->buf_b, job->ldb, 1);
+        for (int64_t j0 = 0; j0 < nc; j0 += job->nr)
+            for (int64_t i0 = 0; i0 < g->cout_g; i0 += job->mr)
+                job->kern(kc, ag + (i0 / job->mr) * job->mr * g->kdim + k0 * job->mr,
+                          s->buf_b + j0, job->ldb, yg + i0 * P + j0, P, k0 > 0,
+                          FN(min64)(job->mr, g->cout_g - i0), FN(min64)(job->nr, nc - j0));
+    }
+    if (job->aux)
+        for (int64_t co = 0; co < g->cout_g; co++) {
+            REAL b = job->aux[grp * g->cout_g + co];
+            REAL *row = yg + co * P;
+            for (int64_t j = 0; j < nc; j++) row[j] += b;
+        }
+    return PTC_OK;
+}
+
+/* Weights as MR-row panels, panel-major: a[((grp * npanels + pi) * k + kk) * mr + i]
+ * = rows[(grp * nrows + pi * mr + i) * row_stride + kk * col_stride], zero past nrows. */
+static REAL *FN(pack_panels)(const REAL *rows, int64_t groups, int64_t nrows, int64_t k,
+                             int64_t row_stride, int64_t col_stride, int64_t group_stride,
+                             int64_t mr, int64_t *npanels)
+{
+    int64_t np = FN(ceil_div)(nrows, mr);
+    REAL *a = FN(alloc)(groups * np * mr * k);
+    if (!a) return NULL;
+    for (int64_t grp = 0; grp < groups; grp++)
+        for (int64_t pi = 0; pi < np; pi++) {
+            REAL *panel = a + (grp * np + pi) * mr * k;
+            for (int64_t i = 0; i < mr && pi * mr + i < nrows; i++) {
+                const REAL *src = rows + grp * group_stride + (pi * mr + i) * row_stride;
+                for (int64_t kk = 0; kk < k; kk++) panel[kk * mr + i] = src[kk * col_stride];
+            }
+        }
+    *npanels = np;
+    return a;
+}
+
+static ptc_status FN(forward_zero_padded)(const ptc_problem *p, const REAL *x, const REAL *w,
+                                          const REAL *bias, REAL *y, const ptc_options *opt)
+{
+    ptc_geometry g;
+    ptc_status st = ptc_geometry_init(&g, p);
+    if (st != PTC_OK) return st;
+    FN(job) job;
+    memset(&job, 0, sizeof(job));
+    job.g = &g;
+    job.ks = ptc_kernels();
+    job.kern = KERNEL(job.ks);
+    job.mr = KERNEL_MR(job.ks);
+    job.nr = KERNEL_NR(job.ks);
+    job.in = x;
+    job.aux = bias;
+    job.out = y;
+    /* k-blocks keep a kc x nr micro-panel of B in 16 KiB of L1; the kc x nc
+     * block of B stays in L2 while every weight panel passes over it. */
+    job.kc = FN(block_len)(g.kdim, 16384 / (job.nr * (int64_t)sizeof(REAL)));
+    int64_t P = g.out_spatial;
+    int64_t nc_cap = FN(round_up)(393216 / (job.kc * (int64_t)sizeof(REAL)), job.nr);
+    double flops = 2.0 * (double)p->batch * (double)p->out_channels * (double)g.kdim * (double)P;
+    int nthreads = ptc_threads_for_work(flops);
+    job.ntiles = FN(ceil_div)(P, nc_cap);
+    /* Enough tiles for every thread when the batch is small (tile widths do
+     * not change any sum, so this may depend on the thread count). */
+    int64_t want = FN(ceil_div)(4 * (int64_t)nthreads, p->batch * p->groups);
+    if (job.ntiles < want) job.ntiles = FN(min64)(want, FN(ceil_div)(P, 2 * job.nr));
+    job.nc = FN(round_up)(FN(ceil_div)(P, job.ntiles), job.nr);
+    job.ntiles = FN(ceil_div)(P, job.nc);
+    job.ldb = FN(leading_dim)(job.nc, job.nr);
+    job.b_elems = job.kc * job.ldb;
+    job.seg_cap = job.nc / p->out_size[p->ndim - 1] + 2;
+    job.apack = FN(pack_panels)(w, p->groups, g.cout_g, g.kdim, g.kdim, 1, g.cout_g * g.kdim,
+                                job.mr, &job.npanels);
+    if (!job.apack) st = PTC_ERR_NO_MEMORY;
+    if (st == PTC_OK) st = FN(job_start)(&job, nthreads);
+    if (st == PTC_OK)
+        st = ptc_parallel_for(p->batch * p->groups * job.ntiles, nthreads, FN(forward_task),
+                              &job, opt);
+    FN(job_end)(&job, nthreads);
+    ptc_geometry_free(&g);
+    return st;
+}
+
+/* ---- backward data (transposed convolution) ----------------------------- */
+
+static ptc_status FN(backward_data_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
+{
+    FN(job) *job = (FN(job) *)vjob;
+    const ptc_geometry *g = job->g;
+    const ptc_problem *p = g->p;
+    FN(scratch) *s;
+    ptc_status st = FN(scratch_get)(job, tid, &s);
+    if (st != PTC_OK) return st;
+
+    /* Task: one image, one group, one block of input channels, which owns the
+     * rows kk of those channels and so the matching part of dx alone. */
+    int64_t blk = t % job->nblocks, grp = (t / job->nblocks) % p->groups;
+    int64_t n = t / job->nblocks / p->groups;
+    int64_t c0 = blk * job->block, cb = FN(min64)(job->block, g->cin_g - c0);
+    int64_t r0 = c0 * g->kvol, rows = cb * g->kvol, P = g->out_spatial;
+    const REAL *dyg = job->in + (n * p->out_channels + grp * g->cout_g) * P;
+    REAL *dxg = job->out + (n * p->in_channels + grp * g->cin_g) * g->in_spatial;
+    const REAL *ablk = job->apack + (grp * job->nblocks + blk) * job->npanels * job->mr * g->cout_g;
+
+    memset(dxg + c0 * g->in_spatial, 0, (size_t)(cb * g->in_spatial) * sizeof(REAL));
+    for (int64_t tile = 0; tile < job->ntiles; tile++) {
+        int64_t p0 = tile * job->nc, nc = FN(min64)(job->nc, P - p0);
+        int64_t nseg = ptc_segments(g, p0, nc, s->segs);
+        for (int64_t k0 = 0; k0 < g->cout_g; k0 += job->kc) {
+            int64_t kc = FN(min64)(job->kc, g->cout_g - k0);
+            for (int64_t k = 0; k < kc; k++)
+                memcpy(s->buf_b + k * job->ldb, dyg + (k0 + k) * P + p0, (size_t)nc * sizeof(REAL));
+            for (int64_t j0 = 0; j0 < nc; j0 += job->nr)
+                for (int64_t i0 = 0; i0 < rows; i0 += job->mr)
+                    job->kern(kc, ablk + (i0 / job->mr) * job->mr * g->cout_g + k0 * job->mr,
+                              s->buf_b + j0, job->ldb, s->buf_c + i0 * job->ldc + j0, job->ldc,
+                              k0 > 0, FN(min64)(job->mr, rows - i0), FN(min64)(job->nr, nc - j0));
+        }
+        FN(col2im)(g, dxg, r0, rows, s->segs, nseg, s->buf_c, job->ldc);
+        if (ptc_poll(par, tid)) break;
+    }
+    return PTC_OK;
+}
+
+static ptc_status FN(backward_data_zero_padded)(const ptc_problem *p, const REAL *dy,
+                                                const REAL *w, REAL *dx,
+                                                const ptc_options *opt)
+{
+    ptc_geometry g;
+    ptc_status st = ptc_geometry_init(&g, p);
+    if (st != PTC_OK) return st;
+    FN(job) job;
+    memset(&job, 0, sizeof(job));
+    job.g = &g;
+    job.ks = ptc_kernels();
+    job.kern = KERNEL(job.ks);
+    job.mr = KERNEL_MR(job.ks);
+    job.nr = KERNEL_NR(job.ks);
+    job.in = dy;
+    job.out = dx;
+    int64_t P = g.out_spatial;
+    job.kc = FN(block_len)(g.cout_g, 16384 / (job.nr * (int64_t)sizeof(REAL)));
+    /* Blocks of about 256 rows (channels x kernel offsets) per task; tiles of
+     * output positions sized so the C tile stays within 256 KiB. Both depend
+     * on the problem alone: the order of the scatter-adds follows them. */
+    job.block = FN(min64)(g.cin_g, g.kvol >= 256 ? 1 : 256 / g.kvol);
+    job.nblocks = FN(ceil_div)(g.cin_g, job.block);
+    int64_t rows = job.block * g.kvol;
+    int64_t nc_cap = FN(round_up)(262144 / (rows * (int64_t)sizeof(REAL)) + 1, job.nr);
+    job.ntiles = FN(ceil_div)(P, nc_cap);
+    job.nc = FN(round_up)(FN(ceil_div)(P, job.ntiles), job.nr);
+    job.ntiles = FN(ceil_div)(P, job.nc);
+    job.ldb = FN(leading_dim)(job.nc, job.nr);
+    job.ldc = FN(leading_dim)(job.nc, job.nr);
+    job.b_elems = job.kc * job.ldb;
+    job.c_elems = FN(round_up)(rows, job.mr) * job.ldc;
+    job.seg_cap = job.nc / p->out_size[p->ndim - 1] + 2;
+
+    /* Packed W^T: for each (group, channel block), panels of mr patch rows
+     * over the cout_g output channels. */
+    job.npanels = FN(ceil_div)(rows, job.mr);
+    REAL *a = FN(alloc)(p->groups * job.nblocks * job.npanels * job.mr * g.cout_g);
+    if (a) {
+        for (int64_t grp = 0; grp < p->groups; grp++)
+            for (int64_t blk = 0; blk < job.nblocks; blk++) {
+                int64_t r0 = blk * job.block * g.kvol;
+                int64_t nrows = FN(min64)(rows, g.kdim - r0);
+                REAL *dst = a + (grp * job.nblocks + blk) * job.npanels * job.mr * g.cout_g;
+                for (int64_t r = 0; r < nrows; r++) {
+                    REAL *panel = dst + (r / job.mr) * job.mr * g.cout_g;
+                    const REAL *src = w + grp * g.cout_g * g.kdim + r0 + r;
+                    for (int64_t co = 0; co < g.cout_g; co++)
+                        panel[co * job.mr + r % job.mr] = src[co * g.kdim];
+                }
+            }
+    }
+    job.apack = a;
+    double flops = 2.0 * (double)p->batch * (double)p->out_channels * (double)g.kdim * (double)P;
+    int nthreads = ptc_threads_for_work(flops);
+    if (!a) st = PTC_ERR_NO_MEMORY;
+    if (st == PTC_OK) st = FN(job_start)(&job, nthreads);
+    if (st == PTC_OK)
+        st = ptc_parallel_for(p->batch * p->groups * job.nblocks, nthreads,
+                              FN(backward_data_task), &job, opt);
+    FN(job_end)(&job, nthreads);
+    ptc_geometry_free(&g);
+    return st;
+}
+
+/* ---- backward filter ---------------------------------------------------- */
+
+static ptc_status FN(backward_filter_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
+{
+    FN(job) *job = (FN(job) *)vjob;
+    const ptc_geometry *g = job->g;
+    const ptc_problem *p = g->p;
+    FN(scratch) *s;
+    ptc_status st = FN(scratch_get)(job, tid, &s);
+    if (st != PTC_OK) return st;
+
+    /* Task: one group and one block of dW's columns kk; it reduces over every
+     * image and position in a fixed order. */
+    int64_t blk = t % job->nblocks, grp = t / job->nblocks;
+    int64_t kk0 = blk * job->block, nb = FN(min64)(job->block, g->kdim - kk0);
+    int64_t P = g->out_spatial, mr = job->mr;
+    REAL *dwg = job->out + grp * g->cout_g * g->kdim + kk0;
+    REAL *apack = s->buf_c;
+
+    for (int64_t n = 0; n < p->batch; n++) {
+        const REAL *xg = job->in + (n * p->in_channels + grp * g->cin_g) * g->in_spatial;
+        const REAL *dyg = job->aux + (n * p->out_channels + grp * g->cout_g) * P;
+        for (int64_t p0 = 0; p0 < P; p0 += job->kc) {
+            int64_t kc = FN(min64)(job->kc, P - p0);
+            int64_t nseg = ptc_segments(g, p0, kc, s->segs);
+            /* B[position][kk]: the patches transposed. */
+            FN(im2col)(g, xg, kk0, nb, s->segs, nseg, s->buf_b, 1, job->ldb);
+            /* A: dy rows interleaved into panels of mr output channels. */
+            for (int64_t pi = 0; pi < job->npanels; pi++) {
+                REAL *panel = apack + pi * kc * mr;
+                for (int64_t i = 0; i < mr; i++) {
+                    int64_t co = pi * mr + i;
+                    if (co < g->cout_g) {
+                        const REAL *src = dyg + co * P + p0;
+                        for (int64_t k = 0; k < kc; k++) panel[k * mr + i] = src[k];
+                    } else {
+                        for (int64_t k = 0; k < kc; k++) panel[k * mr + i] = 0;
+                    }
+                }
+            }
+            int acc = n > 0 || p0 > 0;
+            for (int64_t j0 = 0; j0 < nb; j0 += job->nr)
+                for (int64_t i0 = 0; i0 < g->cout_g; i0 += mr)
+                    job->kern(kc, apack + (i0 / mr) * kc * mr, s->buf_b + j0, job->ldb,
+                              dwg + i0 * g->kdim + j0, g->kdim, acc,
+                              FN(min64)(mr, g->cout_g - i0), FN(min64)(job->nr, nb - j0));
+            if (ptc_poll(par, tid)) return PTC_OK;
+        }
+    }
+    return PTC_OK;
+}
+
+static ptc_status FN(backward_filter_zero_padded)(const ptc_problem *p, const REAL *x,
+                                                  const REAL *dy, REAL *dw,
+                                                  const ptc_options *opt)
+{
+    ptc_geometry g;
+    ptc_status st = ptc_geometry_init(&g, p);
+    if (st != PTC_OK) return st;
+    if (p->batch == 0) {
+        memset(dw, 0, (size_t)(p->out_channels * g.kdim) * sizeof(REAL));
+        ptc_geometry_free(&g);
+        return PTC_OK;
+    }
+    FN(job) job;
+    memset(&job, 0, sizeof(job));
+    job.g = &g;
+    job.ks = ptc_kernels();
+    job.kern = KERNEL(job.ks);
+    job.mr = KERNEL_MR(job.ks);
+    job.nr = KERNEL_NR(job.ks);
+    job.in = x;
+    job.aux = dy;
+    job.out = dw;
+    int64_t P = g.out_spatial;
+    /* Positions are the reduction: fixed chunks of them, whatever the threads. */
+    job.kc = FN(block_len)(P, 16384 / (job.nr * (int64_t)sizeof(REAL)));
+    double flops = 2.0 * (double)p->batch * (double)p->out_channels * (double)g.kdim * (double)P;
+    int nthreads = ptc_threads_for_work(flops);
+    /* Column blocks of about 128, as many as a multiple of the thread count
+     * (block widths do not change any sum). */
+    int64_t nblocks = FN(ceil_div)(g.kdim, 128);
+    if (nthreads > 1 && p->groups < nthreads)
+        nblocks = FN(round_up)(nblocks, nthreads);
+    job.block = FN(round_up)(FN(ceil_div)(g.kdim, nblocks), job.nr);
+    job.nblocks = FN(ceil_div)(g.kdim, job.block);
+    job.ldb = FN(leading_dim)(job.block, job.nr);
+    job.npanels = FN(ceil_div)(g.cout_g, job.mr);
+    job.b_elems = job.kc * job.ldb;
+    job.c_elems = job.npanels * job.mr * job.kc;
+    job.seg_cap = job.kc / p->out_size[p->ndim - 1] + 2;
+    st = FN(job_start)(&job, nthreads);
+    if (st == PTC_OK)
+        st = ptc_parallel_for(p->groups * job.nblocks, nthreads, FN(backward_filter_task), &job,
+                              opt);
+    FN(job_end)(&job, nthreads);
+    ptc_geometry_free(&g);
+    return st;
+}
+
+/* ---- padding modes ------------------------------------------------------ */
+
+/* Source index along one dimension of padded coordinate i (relative to the
+ * first input element) for a non-zero padding mode. */
+static int64_t FN(mode_index)(ptc_padding_mode mode, int64_t i, int64_t len)
+{
+    switch (mode) {
+    case PTC_PAD_REPLICATE: return i < 0 ? 0 : (i >= len ? len - 1 : i);
+    case PTC_PAD_CIRCULAR: return ((i % len) + len) % len;
+    case PTC_PAD_REFLECT: {
+        if (len == 1) return 0;
+        int64_t period = 2 * len - 2, m = ((i % period) + period) % period;
+        return m < len ? m : period - m;
+    }
+    default: return i;
+    }
+}
+
+typedef struct {
+    const ptc_problem *p;
+    int64_t padded[PTC_MAX_NDIM];
+    int64_t padded_vol, in_vol;
+    int64_t *map[PTC_MAX_NDIM]; /* padded coordinate -> source coordinate, per dim */
+    const REAL *src;
+    REAL *dst;
+    int fold; /* 0: pad src into dst; 1: fold padded src back into dst (the adjoint) */
+} FN(pad_job);
+
+static ptc_status FN(pad_task)(void *vjob, int64_t plane, int tid, ptc_parallel *par)
+{
+    (void)tid;
+    (void)par;
+    FN(pad_job) *job = (FN(pad_job) *)vjob;
+    int nd = job->p->ndim, last = nd - 1;
+    int64_t row_len = job->padded[last], rows = job->padded_vol / row_len;
+    const REAL *src = job->src + plane * (job->fold ? job->padded_vol : job->in_vol);
+    REAL *dst = job->dst + plane * (job->fold ? job->in_vol : job->padded_vol);
+    if (job->fold) memset(dst, 0, (size_t)job->in_vol * sizeof(REAL));
+    const int64_t *lmap = job->map[last];
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t rest = r, off = 0, stride = job->p->in_size[last];
+        for (int d = last - 1; d >= 0; d--) {
+            off += job->map[d][rest % job->padded[d]] * stride;
+            rest /= job->padded[d];
+            stride *= job->p->in_size[d];
+        }
+        if (job->fold) {
+            const REAL *s = src + r * row_len;
+            REAL *d = dst + off;
+            for (int64_t j = 0; j < row_len; j++) d[lmap[j]] += s[j];
+        } else {
+            const REAL *s = src + off;
+            REAL *d = dst + r * row_len;
+            for (int64_t j = 0; j < row_len; j++) d[j] = s[lmap[j]];
+        }
+    }
+    return PTC_OK;
+}
+
+/* Pads (fold = 0) or folds back (fold = 1) every (image, channel) plane. */
+static ptc_status FN(pad_planes)(const ptc_problem *p, int64_t planes, const REAL *src,
+                                 REAL *dst, int fold, const ptc_options *opt)
+{
+    FN(pad_job) job;
+    memset(&job, 0, sizeof(job));
+    job.p = p;
+    job.src = src;
+    job.dst = dst;
+    job.fold = fold;
+    job.padded_vol = job.in_vol = 1;
+    ptc_status st = PTC_OK;
+    for (int d = 0; d < p->ndim; d++) {
+        job.padded[d] = p->in_size[d] + p->pad_low[d] + p->pad_high[d];
+        job.padded_vol *= job.padded[d];
+        job.in_vol *= p->in_size[d];
+        job.map[d] = (int64_t *)malloc((size_t)job.padded[d] * sizeof(int64_t));
+        if (!job.map[d]) {
+            st = PTC_ERR_NO_MEMORY;
+            break;
+        }
+        for (int64_t i = 0; i < job.padded[d]; i++)
+            job.map[d][i] = FN(mode_index)(p->padding_mode, i - p->pad_low[d], p->in_size[d]);
+    }
+    if (st == PTC_OK)
+        st = ptc_parallel_for(planes, ptc_threads_for_work((double)planes * (double)job.padded_vol),
+                              FN(pad_task), &job, opt);
+    for (int d = 0; d < p->ndim; d++) free(job.map[d]);
+    return st;
+}
+
+/* The problem on the explicitly padded input: same shapes, no padding. */
+static ptc_problem FN(padded_problem)(const ptc_problem *p, int64_t *padded_vol)
+{
+    ptc_problem q = *p;
+    *padded_vol = 1;
+    for (int d = 0; d < p->ndim; d++) {
+        q.in_size[d] = p->in_size[d] + p->pad_low[d] + p->pad_high[d];
+        q.pad_low[d] = q.pad_high[d] = 0;
+        *padded_vol *= q.in_size[d];
+    }
+    q.padding_mode = PTC_PAD_ZEROS;
+    return q;
+}
+
+static int FN(needs_explicit_padding)(const ptc_problem *p)
+{
+    if (p->padding_mode == PTC_PAD_ZEROS) return 0;
+    for (int d = 0; d < p->ndim; d++)
+        if (p->pad_low[d] || p->pad_high[d]) return 1;
+    return 0;
+}
+
+/* ---- public typed entry points ----------------------------------------- */
+
+ptc_status FN(ptc_forward)(const ptc_problem *p, const REAL *x, const REAL *w, const REAL *bias,
+                           REAL *y, const ptc_options *opt)
+{
+    if (p->batch == 0) return PTC_OK;
+    if (!FN(needs_explicit_padding)(p)) return FN(forward_zero_padded)(p, x, w, bias, y, opt);
+    int64_t vol;
+    ptc_problem q = FN(padded_problem)(p, &vol);
+    REAL *xp = FN(alloc)(p->batch * p->in_channels * vol);
+    if (!xp) return PTC_ERR_NO_MEMORY;
+    ptc_status st = FN(pad_planes)(p, p->batch * p->in_channels, x, xp, 0, opt);
+    if (st == PTC_OK) st = FN(forward_zero_padded)(&q, xp, w, bias, y, opt);
+    free(xp);
+    return st;
+}
+
+ptc_status FN(ptc_backward_data)(const ptc_problem *p, const REAL *dy, const REAL *w, REAL *dx,
+                                 const ptc_options *opt)
+{
+    if (p->batch == 0) return PTC_OK;
+    if (!FN(needs_explicit_padding)(p)) return FN(backward_data_zero_padded)(p, dy, w, dx, opt);
+    int64_t vol;
+    ptc_problem q = FN(padded_problem)(p, &vol);
+    REAL *dxp = FN(alloc)(p->batch * p->in_channels * vol);
+    if (!dxp) return PTC_ERR_NO_MEMORY;
+    ptc_status st = FN(backward_data_zero_padded)(&q, dy, w, dxp, opt);
+    if (st == PTC_OK) st = FN(pad_planes)(p, p->batch * p->in_channels, dxp, dx, 1, opt);
+    free(dxp);
+    return st;
+}
+
+ptc_status FN(ptc_backward_filter)(const ptc_problem *p, const REAL *x, const REAL *dy, REAL *dw,
+                                   const ptc_options *opt)
+{
+    if (p->batch == 0 || !FN(needs_explicit_padding)(p))
+        return FN(backward_filter_zero_padded)(p, x, dy, dw, opt);
+    int64_t vol;
+    ptc_problem q = FN(padded_problem)(p, &vol);
+    REAL *xp = FN(alloc)(p->batch * p->in_channels * vol);
+    if (!xp) return PTC_ERR_NO_MEMORY;
+    ptc_status st = FN(pad_planes)(p, p->batch * p->in_channels, x, xp, 0, opt);
+    if (st == PTC_OK) st = FN(backward_filter_zero_padded)(&q, xp, dy, dw, opt);
+    free(xp);
+    return st;
+}
+
+typedef struct {
+    int64_t batch, channels, spatial;
+    const REAL *dy;
+    REAL *db;
+} FN(bias_job);
+
+static ptc_status FN(bias_task)(void *vjob, int64_t c, int tid, ptc_parallel *par)
+{
+    (void)tid;
+    (void)par;
+    FN(bias_job) *job = (FN(bias_job) *)vjob;
+    double sum = 0.0; /* a double accumulator: float32 sums of long rows drift */
+    for (int64_t n = 0; n < job->batch; n++) {
+        const REAL *row = job->dy + (n * job->channels + c) * job->spatial;
+        for (int64_t j = 0; j < job->spatial; j++) sum += row[j];
+    }
+    job->db[c] = (REAL)sum;
+    return PTC_OK;
+}
+
+ptc_status FN(ptc_bias_backward)(int64_t batch, int64_t channels, int64_t spatial,
+                                 const REAL *dy, REAL *db)
+{
+    FN(bias_job) job = {batch, channels, spatial, dy, db};
+    double work = (double)batch * (double)channels * (double)spatial;
+    return ptc_parallel_for(channels, ptc_threads_for_work(work), FN(bias_task), &job, NULL);
+}
+
+#undef FN
+#undef PTC_CAT
+#undef PTC_CAT2

@@ -1,0 +1,87 @@
+/* Internal declarations shared by the C core's translation units. */
+#ifndef PYTCONV_INTERNAL_H
+#define PYTCONV_INTERNAL_H
+
+#include "pytconv.h"
+
+#include <stdatomic.h>
+
+/* ---- geometry shared by every driver (type independent) ---------------- */
+
+/* Precomputed, read-only description of a zero-padded problem. */
+typedef struct {
+    const ptc_problem *p;
+    int nd;
+    int64_t cin_g, cout_g;       /* channels per group */
+    int64_t kvol;                /* number of kernel offsets */
+    int64_t kdim;                /* cin_g * kvol: rows of the unfolded patches */
+    int64_t in_spatial, out_spatial;
+    int64_t in_stride[PTC_MAX_NDIM];  /* element strides of x's spatial dims */
+    int64_t *koff;               /* kvol x nd: k_d * dilation_d of each offset */
+    int64_t *kdelta;             /* kvol: linear offset sum_d koff * in_stride */
+} ptc_geometry;
+
+ptc_status ptc_geometry_init(ptc_geometry *g, const ptc_problem *p);
+void ptc_geometry_free(ptc_geometry *g);
+
+/* A run of consecutive output positions along the last spatial dimension. */
+typedef struct {
+    int64_t col;      /* column of its first position inside the tile */
+    int64_t len;
+    int64_t o_last;   /* last-dimension output index of its first position */
+    int64_t outer;    /* index of the row: flat output index / out_size[last] */
+} ptc_segment;
+
+/* Splits output positions [p0, p0 + n) into row segments; returns their count.
+ * segs must hold n / out_size[last] + 2 entries. */
+int64_t ptc_segments(const ptc_geometry *g, int64_t p0, int64_t n, ptc_segment *segs);
+
+/* For kernel offset q and output row `outer`, the offset of the input row the
+ * window reads (origin of the last dimension at o_last = 0 excluded), or -1
+ * when some outer dimension falls into the zero padding. */
+int64_t ptc_row_offset(const ptc_geometry *g, int64_t outer, int64_t q);
+
+/* Range [*lo, *hi) of last-dimension output indices o in [o0, o0 + len) whose
+ * input index o * stride - pad_low + koff lands inside the input. */
+void ptc_last_dim_range(const ptc_geometry *g, int64_t q, int64_t o0, int64_t len,
+                        int64_t *lo, int64_t *hi);
+
+/* Checked 64-bit arithmetic: returns 0 on overflow. */
+int ptc_mul_ok(int64_t a, int64_t b, int64_t *out);
+
+/* ---- threads ------------------------------------------------------------ */
+
+typedef struct ptc_parallel ptc_parallel;
+
+/* A task may call ptc_poll between chunks of long work: non-zero means stop. */
+typedef ptc_status (*ptc_task_fn)(void *ctx, int64_t task, int thread_id, ptc_parallel *par);
+
+/* Runs fn for tasks 0..ntasks-1 on up to max_threads threads, whose ids are
+ * 0..max_threads-1 (0 is the calling thread). Returns the first error a task returned, or
+ * PTC_ERR_INTERRUPTED when opt->should_stop asked to stop. */
+ptc_status ptc_parallel_for(int64_t ntasks, int max_threads, ptc_task_fn fn, void *ctx,
+                            const ptc_options *opt);
+int ptc_poll(ptc_parallel *par, int thread_id);
+
+/* Threads a call of `flops` floating-point operations is worth, within the
+ * global setting. Read it once per call and size per-thread scratch by it. */
+int ptc_threads_for_work(double flops);
+
+/* ---- typed drivers (conv_template.h) ----------------------------------- */
+
+#define PTC_DECLARE_DRIVERS(SUFFIX, REAL)                                              \
+    ptc_status ptc_forward_##SUFFIX(const ptc_problem *p, const REAL *x, const REAL *w,  \
+                                    const REAL *bias, REAL *y, const ptc_options *opt); \
+    ptc_status ptc_backward_data_##SUFFIX(const ptc_problem *p, const REAL *dy,          \
+                                          const REAL *w, REAL *dx,                      \
+                                          const ptc_options *opt);                      \
+    ptc_status ptc_backward_filter_##SUFFIX(const ptc_problem *p, const REAL *x,         \
+                                            const REAL *dy, REAL *dw,                   \
+                                            const ptc_options *opt);                    \
+    ptc_status ptc_bias_backward_##SUFFIX(int64_t batch, int64_t channels,               \
+                                          int64_t spatial, const REAL *dy, REAL *db);
+
+PTC_DECLARE_DRIVERS(f32, float)
+PTC_DECLARE_DRIVERS(f64, double)
+
+#endif

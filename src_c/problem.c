@@ -1,0 +1,169 @@
+/* Problem validation, status messages and the geometry every driver shares. */
+#include "internal.h"
+
+#include <stdlib.h>
+
+int ptc_mul_ok(int64_t a, int64_t b, int64_t *out)
+{
+    if (a < 0 || b < 0) return 0;
+    if (a != 0 && b > INT64_MAX / a) return 0;
+    *out = a * b;
+    return 1;
+}
+
+const char *ptc_status_message(ptc_status s)
+{
+    switch (s) {
+    case PTC_OK: return "success";
+    case PTC_ERR_INVALID_ARGUMENT: return "inconsistent convolution problem";
+    case PTC_ERR_OVERFLOW: return "array sizes overflow 64-bit arithmetic";
+    case PTC_ERR_NO_MEMORY: return "out of memory for working buffers";
+    case PTC_ERR_INTERRUPTED: return "interrupted";
+    case PTC_ERR_THREAD: return "could not start a worker thread";
+    }
+    return "unknown status";
+}
+
+int64_t ptc_max_out_size(const ptc_problem *p, int d)
+{
+    int64_t padded = p->in_size[d] + p->pad_low[d] + p->pad_high[d];
+    int64_t span = p->dilation[d] * (p->kernel[d] - 1) + 1;
+    if (padded < span) return -1;
+    return (padded - span) / p->stride[d] + 1;
+}
+
+ptc_status ptc_problem_check(const ptc_problem *p)
+{
+    if (!p || p->ndim < 1 || p->ndim > PTC_MAX_NDIM) return PTC_ERR_INVALID_ARGUMENT;
+    if (p->batch < 0 || p->in_channels < 1 || p->out_channels < 1 || p->groups < 1)
+        return PTC_ERR_INVALID_ARGUMENT;
+    if (p->in_channels % p->groups || p->out_channels % p->groups) return PTC_ERR_INVALID_ARGUMENT;
+    if ((unsigned)p->padding_mode > PTC_PAD_CIRCULAR) return PTC_ERR_INVALID_ARGUMENT;
+    /* Every element count and byte count below must fit: x, y, w and the
+     * padded copy of x, times the size of a double. */
+    int64_t in_vol = 1, out_vol = 1, k_vol = 1, pad_vol = 1;
+    for (int d = 0; d < p->ndim; d++) {
+        if (p->in_size[d] < 1 || p->out_size[d] < 1 || p->kernel[d] < 1 || p->stride[d] < 1 ||
+            p->dilation[d] < 1 || p->pad_low[d] < 0 || p->pad_high[d] < 0)
+            return PTC_ERR_INVALID_ARGUMENT;
+        if (p->in_size[d] > INT64_MAX / 8 || p->kernel[d] > INT64_MAX / 8 ||
+            p->pad_low[d] > INT64_MAX / 8 || p->pad_high[d] > INT64_MAX / 8 ||
+            p->dilation[d] > INT64_MAX / 8 / p->kernel[d])
+            return PTC_ERR_OVERFLOW;
+        int64_t m = ptc_max_out_size(p, d);
+        if (m < 1 || p->out_size[d] > m) return PTC_ERR_INVALID_ARGUMENT;
+        if (!ptc_mul_ok(in_vol, p->in_size[d], &in_vol) ||
+            !ptc_mul_ok(out_vol, p->out_size[d], &out_vol) ||
+            !ptc_mul_ok(k_vol, p->kernel[d], &k_vol) ||
+            !ptc_mul_ok(pad_vol, p->in_size[d] + p->pad_low[d] + p->pad_high[d], &pad_vol))
+            return PTC_ERR_OVERFLOW;
+    }
+    int64_t nc = 0, t = 0;
+    int64_t chans = p->in_channels > p->out_channels ? p->in_channels : p->out_channels;
+    if (!ptc_mul_ok(p->batch > 0 ? p->batch : 1, chans, &nc)) return PTC_ERR_OVERFLOW;
+    if (!ptc_mul_ok(nc, in_vol > pad_vol ? in_vol : pad_vol, &t) || !ptc_mul_ok(t, 8, &t))
+        return PTC_ERR_OVERFLOW;
+    if (!ptc_mul_ok(nc, out_vol, &t) || !ptc_mul_ok(t, 8, &t)) return PTC_ERR_OVERFLOW;
+    if (!ptc_mul_ok(chans, k_vol, &t) || !ptc_mul_ok(t, chans, &t) || !ptc_mul_ok(t, 8, &t))
+        return PTC_ERR_OVERFLOW;
+    return PTC_OK;
+}
+
+ptc_status ptc_geometry_init(ptc_geometry *g, const ptc_problem *p)
+{
+    int nd = p->ndim;
+    g->p = p;
+    g->nd = nd;
+    g->cin_g = p->in_channels / p->groups;
+    g->cout_g = p->out_channels / p->groups;
+    g->kvol = 1;
+    g->in_spatial = 1;
+    g->out_spatial = 1;
+    for (int d = nd - 1; d >= 0; d--) {
+        g->in_stride[d] = g->in_spatial;
+        g->in_spatial *= p->in_size[d];
+        g->out_spatial *= p->out_size[d];
+        g->kvol *= p->kernel[d];
+    }
+    g->kdim = g->cin_g * g->kvol;
+    g->koff = malloc((size_t)g->kvol * (size_t)nd * sizeof(int64_t));
+    g->kdelta = malloc((size_t)g->kvol * sizeof(int64_t));
+    if (!g->koff || !g->kdelta) {
+        ptc_geometry_free(g);
+        return PTC_ERR_NO_MEMORY;
+    }
+    /* Kernel offsets in row-major order of the kernel's dimensions, the order
+     * of the weight's trailing axes. */
+    for (int64_t q = 0; q < g->kvol; q++) {
+        int64_t rest = q, delta = 0;
+        for (int d = nd - 1; d >= 0; d--) {
+            int64_t kd = rest % p->kernel[d];
+            rest /= p->kernel[d];
+            g->koff[q * nd + d] = kd * p->dilation[d];
+            delta += kd * p->dilation[d] * g->in_stride[d];
+        }
+        g->kdelta[q] = delta;
+    }
+    return PTC_OK;
+}
+
+void ptc_geometry_free(ptc_geometry *g)
+{
+    free(g->koff);
+    free(g->kdelta);
+    g->koff = g->kdelta = NULL;
+}
+
+int64_t ptc_segments(const ptc_geometry *g, int64_t p0, int64_t n, ptc_segment *segs)
+{
+    int64_t row_len = g->p->out_size[g->nd - 1];
+    int64_t count = 0, col = 0;
+    while (col < n) {
+        int64_t pos = p0 + col;
+        int64_t o_last = pos % row_len;
+        int64_t len = row_len - o_last;
+        if (len > n - col) len = n - col;
+        segs[count].col = col;
+        segs[count].len = len;
+        segs[count].o_last = o_last;
+        segs[count].outer = pos / row_len;
+        count++;
+        col += len;
+    }
+    return count;
+}
+
+int64_t ptc_row_offset(const ptc_geometry *g, int64_t outer, int64_t q)
+{
+    const ptc_problem *p = g->p;
+    int last = g->nd - 1;
+    int64_t offset = 0;
+    for (int d = last - 1; d >= 0; d--) {
+        int64_t o = outer % p->out_size[d];
+        outer /= p->out_size[d];
+        int64_t i = o * p->stride[d] - p->pad_low[d] + g->koff[q * g->nd + d];
+        if (i < 0 || i >= p->in_size[d]) return -1;
+        offset += i * g->in_stride[d];
+    }
+    return offset;
+}
+
+static int64_t ceil_div_nonneg(int64_t a, int64_t b) { return a <= 0 ? 0 : (a + b - 1) / b; }
+
+void ptc_last_dim_range(const ptc_geometry *g, int64_t q, int64_t o0, int64_t len,
+                        int64_t *lo, int64_t *hi)
+{
+    const ptc_problem *p = g->p;
+    int last = g->nd - 1;
+    int64_t s = p->stride[last];
+    int64_t shift = g->koff[q * g->nd + last] - p->pad_low[last]; /* i = o * s + shift */
+    /* 0 <= o * s + shift < in  <=>  ceil(-shift / s) <= o <= floor((in - 1 - shift) / s) */
+    int64_t first = ceil_div_nonneg(-shift, s);
+    int64_t top = p->in_size[last] - 1 - shift;
+    int64_t end = top < 0 ? 0 : top / s + 1;
+    if (first < o0) first = o0;
+    if (end > o0 + len) end = o0 + len;
+    if (end < first) end = first;
+    *lo = first;
+    *hi = end;
+}
