@@ -52,18 +52,16 @@ static void FN(im2col)(const ptc_geometry *g, const REAL *xg, int64_t k0, int64_
                        const ptc_segment *segs, int64_t nseg, REAL *dst, int64_t rs,
                        int64_t cs)
 {
-    int last = g->nd - 1;
-    int64_t s = g->p->stride[last];
-    int64_t pad = g->p->pad_low[last];
+    int64_t s = g->p->stride[g->nd - 1];
     for (int64_t r = 0; r < kc; r++) {
         int64_t kk = k0 + r, ci = kk / g->kvol, q = kk % g->kvol;
         const REAL *xc = xg + ci * g->in_spatial;
-        int64_t shift = g->koff[q * g->nd + last] - pad;
+        int64_t shift = g->shift[q];
         REAL *drow = dst + r * rs;
         for (int64_t si = 0; si < nseg; si++) {
             const ptc_segment *sg = &segs[si];
             REAL *d = drow + sg->col * cs;
-            int64_t off = ptc_row_offset(g, sg->outer, q), lo = 0, hi = 0;
+            int64_t off = ptc_row_offset(g, sg, q), lo = 0, hi = 0;
             if (off >= 0) ptc_last_dim_range(g, q, sg->o_last, sg->len, &lo, &hi);
             int64_t a = hi > lo ? lo - sg->o_last : sg->len, b = hi > lo ? hi - sg->o_last : sg->len;
             int64_t j = 0;
@@ -85,17 +83,15 @@ static void FN(im2col)(const ptc_geometry *g, const REAL *xg, int64_t k0, int64_
 static void FN(col2im)(const ptc_geometry *g, REAL *dxg, int64_t k0, int64_t kc,
                        const ptc_segment *segs, int64_t nseg, const REAL *src, int64_t rs)
 {
-    int last = g->nd - 1;
-    int64_t s = g->p->stride[last];
-    int64_t pad = g->p->pad_low[last];
+    int64_t s = g->p->stride[g->nd - 1];
     for (int64_t r = 0; r < kc; r++) {
         int64_t kk = k0 + r, ci = kk / g->kvol, q = kk % g->kvol;
         REAL *dxc = dxg + ci * g->in_spatial;
-        int64_t shift = g->koff[q * g->nd + last] - pad;
+        int64_t shift = g->shift[q];
         const REAL *srow = src + r * rs;
         for (int64_t si = 0; si < nseg; si++) {
             const ptc_segment *sg = &segs[si];
-            int64_t off = ptc_row_offset(g, sg->outer, q), lo, hi;
+            int64_t off = ptc_row_offset(g, sg, q), lo, hi;
             if (off < 0) continue;
             ptc_last_dim_range(g, q, sg->o_last, sg->len, &lo, &hi);
             if (hi <= lo) continue;

@@ -19,6 +19,11 @@ typedef struct {
     int64_t in_stride[PTC_MAX_NDIM];  /* element strides of x's spatial dims */
     int64_t *koff;               /* kvol x nd: k_d * dilation_d of each offset */
     int64_t *kdelta;             /* kvol: linear offset sum_d koff * in_stride */
+    /* Per kernel offset q, for the last dimension: the input index is
+     * o * stride + shift[q], valid for o in [last_lo[q], last_hi[q]). And the
+     * offset of the outer dimensions' displacement, sum_{d<last} koff * in_stride. */
+    int64_t *shift, *last_lo, *last_hi, *outer_delta;
+    int64_t koff_max[PTC_MAX_NDIM]; /* dilation * (kernel - 1) */
 } ptc_geometry;
 
 ptc_status ptc_geometry_init(ptc_geometry *g, const ptc_problem *p);
@@ -30,21 +35,33 @@ typedef struct {
     int64_t len;
     int64_t o_last;   /* last-dimension output index of its first position */
     int64_t outer;    /* index of the row: flat output index / out_size[last] */
+    int64_t base;     /* sum over outer dims of (o * stride - pad_low) * in_stride */
+    int interior;     /* every kernel offset's outer coordinates are inside the input */
 } ptc_segment;
 
 /* Splits output positions [p0, p0 + n) into row segments; returns their count.
  * segs must hold n / out_size[last] + 2 entries. */
 int64_t ptc_segments(const ptc_geometry *g, int64_t p0, int64_t n, ptc_segment *segs);
 
-/* For kernel offset q and output row `outer`, the offset of the input row the
- * window reads (origin of the last dimension at o_last = 0 excluded), or -1
- * when some outer dimension falls into the zero padding. */
-int64_t ptc_row_offset(const ptc_geometry *g, int64_t outer, int64_t q);
+/* For kernel offset q and the output row of segment sg, the offset of the
+ * input row the window reads (the last dimension's part excluded), or -1 when
+ * some outer dimension falls into the zero padding. */
+static inline int64_t ptc_row_offset(const ptc_geometry *g, const ptc_segment *sg, int64_t q)
+{
+    extern int64_t ptc_row_offset_border(const ptc_geometry *g, int64_t outer, int64_t q);
+    return sg->interior ? sg->base + g->outer_delta[q] : ptc_row_offset_border(g, sg->outer, q);
+}
 
 /* Range [*lo, *hi) of last-dimension output indices o in [o0, o0 + len) whose
- * input index o * stride - pad_low + koff lands inside the input. */
-void ptc_last_dim_range(const ptc_geometry *g, int64_t q, int64_t o0, int64_t len,
-                        int64_t *lo, int64_t *hi);
+ * input index o * stride + shift[q] lands inside the input (empty: lo == hi). */
+static inline void ptc_last_dim_range(const ptc_geometry *g, int64_t q, int64_t o0, int64_t len,
+                                      int64_t *lo, int64_t *hi)
+{
+    int64_t a = g->last_lo[q] > o0 ? g->last_lo[q] : o0;
+    int64_t b = g->last_hi[q] < o0 + len ? g->last_hi[q] : o0 + len;
+    *lo = a;
+    *hi = b > a ? b : a;
+}
 
 /* Checked 64-bit arithmetic: returns 0 on overflow. */
 int ptc_mul_ok(int64_t a, int64_t b, int64_t *out);

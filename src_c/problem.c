@@ -86,12 +86,20 @@ ptc_status ptc_geometry_init(ptc_geometry *g, const ptc_problem *p)
         g->kvol *= p->kernel[d];
     }
     g->kdim = g->cin_g * g->kvol;
-    g->koff = malloc((size_t)g->kvol * (size_t)nd * sizeof(int64_t));
-    g->kdelta = malloc((size_t)g->kvol * sizeof(int64_t));
-    if (!g->koff || !g->kdelta) {
+    size_t kv = (size_t)g->kvol;
+    g->koff = malloc(kv * (size_t)nd * sizeof(int64_t));
+    g->kdelta = malloc(kv * sizeof(int64_t));
+    g->shift = malloc(kv * sizeof(int64_t));
+    g->last_lo = malloc(kv * sizeof(int64_t));
+    g->last_hi = malloc(kv * sizeof(int64_t));
+    g->outer_delta = malloc(kv * sizeof(int64_t));
+    if (!g->koff || !g->kdelta || !g->shift || !g->last_lo || !g->last_hi || !g->outer_delta) {
         ptc_geometry_free(g);
         return PTC_ERR_NO_MEMORY;
     }
+    for (int d = 0; d < nd; d++) g->koff_max[d] = p->dilation[d] * (p->kernel[d] - 1);
+    int last = nd - 1;
+    int64_t s = p->stride[last];
     /* Kernel offsets in row-major order of the kernel's dimensions, the order
      * of the weight's trailing axes. */
     for (int64_t q = 0; q < g->kvol; q++) {
@@ -103,6 +111,16 @@ ptc_status ptc_geometry_init(ptc_geometry *g, const ptc_problem *p)
             delta += kd * p->dilation[d] * g->in_stride[d];
         }
         g->kdelta[q] = delta;
+        g->outer_delta[q] = delta - g->koff[q * nd + last];
+        /* 0 <= o * s + shift < in  <=>  ceil(-shift / s) <= o <= floor((in - 1 - shift) / s) */
+        int64_t shift = g->koff[q * nd + last] - p->pad_low[last];
+        int64_t first = shift >= 0 ? 0 : (-shift + s - 1) / s;
+        int64_t top = p->in_size[last] - 1 - shift;
+        int64_t end = top < 0 ? 0 : top / s + 1;
+        if (end > p->out_size[last]) end = p->out_size[last];
+        g->shift[q] = shift;
+        g->last_lo[q] = first;
+        g->last_hi[q] = end > first ? end : first;
     }
     return PTC_OK;
 }
@@ -111,7 +129,11 @@ void ptc_geometry_free(ptc_geometry *g)
 {
     free(g->koff);
     free(g->kdelta);
-    g->koff = g->kdelta = NULL;
+    free(g->shift);
+    free(g->last_lo);
+    free(g->last_hi);
+    free(g->outer_delta);
+    g->koff = g->kdelta = g->shift = g->last_lo = g->last_hi = g->outer_delta = NULL;
 }
 
 int64_t ptc_segments(const ptc_geometry *g, int64_t p0, int64_t n, ptc_segment *segs)
@@ -123,17 +145,28 @@ int64_t ptc_segments(const ptc_geometry *g, int64_t p0, int64_t n, ptc_segment *
         int64_t o_last = pos % row_len;
         int64_t len = row_len - o_last;
         if (len > n - col) len = n - col;
-        segs[count].col = col;
-        segs[count].len = len;
-        segs[count].o_last = o_last;
-        segs[count].outer = pos / row_len;
+        ptc_segment *sg = &segs[count];
+        sg->col = col;
+        sg->len = len;
+        sg->o_last = o_last;
+        sg->outer = pos / row_len;
+        sg->base = 0;
+        sg->interior = 1;
+        int64_t outer = sg->outer;
+        for (int d = g->nd - 2; d >= 0; d--) {
+            const ptc_problem *p = g->p;
+            int64_t i = (outer % p->out_size[d]) * p->stride[d] - p->pad_low[d];
+            outer /= p->out_size[d];
+            sg->base += i * g->in_stride[d];
+            if (i < 0 || i + g->koff_max[d] >= p->in_size[d]) sg->interior = 0;
+        }
         count++;
         col += len;
     }
     return count;
 }
 
-int64_t ptc_row_offset(const ptc_geometry *g, int64_t outer, int64_t q)
+int64_t ptc_row_offset_border(const ptc_geometry *g, int64_t outer, int64_t q)
 {
     const ptc_problem *p = g->p;
     int last = g->nd - 1;
@@ -146,24 +179,4 @@ int64_t ptc_row_offset(const ptc_geometry *g, int64_t outer, int64_t q)
         offset += i * g->in_stride[d];
     }
     return offset;
-}
-
-static int64_t ceil_div_nonneg(int64_t a, int64_t b) { return a <= 0 ? 0 : (a + b - 1) / b; }
-
-void ptc_last_dim_range(const ptc_geometry *g, int64_t q, int64_t o0, int64_t len,
-                        int64_t *lo, int64_t *hi)
-{
-    const ptc_problem *p = g->p;
-    int last = g->nd - 1;
-    int64_t s = p->stride[last];
-    int64_t shift = g->koff[q * g->nd + last] - p->pad_low[last]; /* i = o * s + shift */
-    /* 0 <= o * s + shift < in  <=>  ceil(-shift / s) <= o <= floor((in - 1 - shift) / s) */
-    int64_t first = ceil_div_nonneg(-shift, s);
-    int64_t top = p->in_size[last] - 1 - shift;
-    int64_t end = top < 0 ? 0 : top / s + 1;
-    if (first < o0) first = o0;
-    if (end > o0 + len) end = o0 + len;
-    if (end < first) end = first;
-    *lo = first;
-    *hi = end;
 }
