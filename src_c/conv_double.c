@@ -4,7 +4,9 @@
 
 #define SUFFIX f64
 #define REAL double
-#define KERNEL(ks) ((ks)->f64)
+#define KERNELS(ks) ((ks)->f64)
 #define KERNEL_MR(ks) ((int64_t)(ks)->mr_f64)
-#define KERNEL_NR(ks) ((int64_t)(ks)->nr_f64)
+#define KERNEL_VLEN(ks) ((int64_t)(ks)->vlen_f64)
+#define KERNEL_NV(ks) ((int64_t)(ks)->nv_f64)
+#define DOT_KERNEL(ks) ((ks)->dot_f64)
 #include "conv_template.h"

@@ -4,7 +4,9 @@
 
 #define SUFFIX f32
 #define REAL float
-#define KERNEL(ks) ((ks)->f32)
+#define KERNELS(ks) ((ks)->f32)
 #define KERNEL_MR(ks) ((int64_t)(ks)->mr_f32)
-#define KERNEL_NR(ks) ((int64_t)(ks)->nr_f32)
+#define KERNEL_VLEN(ks) ((int64_t)(ks)->vlen_f32)
+#define KERNEL_NV(ks) ((int64_t)(ks)->nv_f32)
+#define DOT_KERNEL(ks) ((ks)->dot_f32)
 #include "conv_template.h"

@@ -2,8 +2,9 @@
  * conv_float.c and conv_double.c with these defined:
  *   SUFFIX            f32 / f64 (names: ptc_forward_f32, ...)
  *   REAL              float / double
- *   KERNEL(ks)        the micro-kernel of set ks for REAL
- *   KERNEL_MR(ks), KERNEL_NR(ks)
+ *   KERNELS(ks)       the micro-kernels of set ks for REAL, by width
+ *   KERNEL_MR(ks), KERNEL_VLEN(ks), KERNEL_NV(ks)
+ *   DOT_KERNEL(ks)    the dot kernel of set ks for REAL
  *
  * All three are GEMMs over unfolded patches, done tile by tile so that no
  * full im2col matrix is ever built:
@@ -116,8 +117,8 @@ typedef struct {
 typedef struct {
     const ptc_geometry *g;
     const ptc_kernel_set *ks;
-    FN(kernel_fn) kern;
-    int64_t mr, nr;
+    FN(kernel_fn) const *kerns; /* kerns[v - 1]: v vectors wide */
+    int64_t mr, nr, vlen;
     const REAL *in;      /* x (forward, filter) or dy (data) */
     const REAL *aux;     /* bias (forward) or dy (filter) */
     const REAL *apack;   /* packed weights */
@@ -158,6 +159,24 @@ static void FN(job_end)(FN(job) *job, int nthreads)
     free((void *)job->apack);
 }
 
+/* The kernel set of this CPU for REAL. */
+static void FN(job_init)(FN(job) *job, const ptc_geometry *g)
+{
+    memset(job, 0, sizeof(*job));
+    job->g = g;
+    job->ks = ptc_kernels();
+    job->kerns = KERNELS(job->ks);
+    job->mr = KERNEL_MR(job->ks);
+    job->vlen = KERNEL_VLEN(job->ks);
+    job->nr = KERNEL_NV(job->ks) * job->vlen;
+}
+
+/* The narrowest kernel that covers ncols (<= nr) columns. */
+static FN(kernel_fn) FN(kernel_for)(const FN(job) *job, int64_t ncols)
+{
+    return job->kerns[(ncols + job->vlen - 1) / job->vlen - 1];
+}
+
 /* A k-block length near `target` that splits k into equal blocks. */
 static int64_t FN(block_len)(int64_t k, int64_t target)
 {
@@ -188,11 +207,14 @@ static ptc_status FN(forward_task)(void *vjob, int64_t t, int tid, ptc_parallel 
     for (int64_t k0 = 0; k0 < g->kdim; k0 += job->kc) {
         int64_t kc = FN(min64)(job->kc, g->kdim - k0);
         FN(im2col)(g, xg, k0, kc, s->segs, nseg, s->buf_b, job->ldb, 1);
-        for (int64_t j0 = 0; j0 < nc; j0 += job->nr)
+        for (int64_t j0 = 0; j0 < nc; j0 += job->nr) {
+            int64_t ncols = FN(min64)(job->nr, nc - j0);
+            FN(kernel_fn) kern = FN(kernel_for)(job, ncols);
             for (int64_t i0 = 0; i0 < g->cout_g; i0 += job->mr)
-                job->kern(kc, ag + (i0 / job->mr) * job->mr * g->kdim + k0 * job->mr,
-                          s->buf_b + j0, job->ldb, yg + i0 * P + j0, P, k0 > 0,
-                          FN(min64)(job->mr, g->cout_g - i0), FN(min64)(job->nr, nc - j0));
+                kern(kc, ag + (i0 / job->mr) * job->mr * g->kdim + k0 * job->mr, s->buf_b + j0,
+                     job->ldb, yg + i0 * P + j0, P, k0 > 0, FN(min64)(job->mr, g->cout_g - i0),
+                     ncols);
+        }
     }
     if (job->aux)
         for (int64_t co = 0; co < g->cout_g; co++) {
@@ -231,12 +253,7 @@ static ptc_status FN(forward_zero_padded)(const ptc_problem *p, const REAL *x, c
     ptc_status st = ptc_geometry_init(&g, p);
     if (st != PTC_OK) return st;
     FN(job) job;
-    memset(&job, 0, sizeof(job));
-    job.g = &g;
-    job.ks = ptc_kernels();
-    job.kern = KERNEL(job.ks);
-    job.mr = KERNEL_MR(job.ks);
-    job.nr = KERNEL_NR(job.ks);
+    FN(job_init)(&job, &g);
     job.in = x;
     job.aux = bias;
     job.out = y;
@@ -298,11 +315,14 @@ static ptc_status FN(backward_data_task)(void *vjob, int64_t t, int tid, ptc_par
             int64_t kc = FN(min64)(job->kc, g->cout_g - k0);
             for (int64_t k = 0; k < kc; k++)
                 memcpy(s->buf_b + k * job->ldb, dyg + (k0 + k) * P + p0, (size_t)nc * sizeof(REAL));
-            for (int64_t j0 = 0; j0 < nc; j0 += job->nr)
+            for (int64_t j0 = 0; j0 < nc; j0 += job->nr) {
+                int64_t ncols = FN(min64)(job->nr, nc - j0);
+                FN(kernel_fn) kern = FN(kernel_for)(job, ncols);
                 for (int64_t i0 = 0; i0 < rows; i0 += job->mr)
-                    job->kern(kc, ablk + (i0 / job->mr) * job->mr * g->cout_g + k0 * job->mr,
-                              s->buf_b + j0, job->ldb, s->buf_c + i0 * job->ldc + j0, job->ldc,
-                              k0 > 0, FN(min64)(job->mr, rows - i0), FN(min64)(job->nr, nc - j0));
+                    kern(kc, ablk + (i0 / job->mr) * job->mr * g->cout_g + k0 * job->mr,
+                         s->buf_b + j0, job->ldb, s->buf_c + i0 * job->ldc + j0, job->ldc, k0 > 0,
+                         FN(min64)(job->mr, rows - i0), ncols);
+            }
         }
         FN(col2im)(g, dxg, r0, rows, s->segs, nseg, s->buf_c, job->ldc);
         if (ptc_poll(par, tid)) break;
@@ -318,12 +338,7 @@ static ptc_status FN(backward_data_zero_padded)(const ptc_problem *p, const REAL
     ptc_status st = ptc_geometry_init(&g, p);
     if (st != PTC_OK) return st;
     FN(job) job;
-    memset(&job, 0, sizeof(job));
-    job.g = &g;
-    job.ks = ptc_kernels();
-    job.kern = KERNEL(job.ks);
-    job.mr = KERNEL_MR(job.ks);
-    job.nr = KERNEL_NR(job.ks);
+    FN(job_init)(&job, &g);
     job.in = dy;
     job.out = dx;
     int64_t P = g.out_spatial;
@@ -377,53 +392,74 @@ static ptc_status FN(backward_data_zero_padded)(const ptc_problem *p, const REAL
 
 /* ---- backward filter ---------------------------------------------------- */
 
+/* dW[co, kk] = sum over images and positions of dY[co, p] * cols[kk, p]: a
+ * reduction along positions, done by the dot kernel on rows contiguous along
+ * p in their natural layout (dY's rows, and the patches unfolded exactly as
+ * for the forward pass), so nothing is transposed. A task owns a block of kk
+ * of one group and adds every image and chunk of positions in one fixed
+ * order; the lanes of the partial sums are added last, in a fixed order too. */
+
+typedef void (*FN(dot_fn))(int64_t, const REAL *, int64_t, const REAL *, int64_t, REAL *,
+                            int64_t, int);
+
+typedef struct {
+    FN(job) base;
+    FN(dot_fn) dot;
+    int64_t dmr, dnr, vlen, ldk, ldv, cout_pad;
+} FN(filter_job);
+
 static ptc_status FN(backward_filter_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
 {
-    FN(job) *job = (FN(job) *)vjob;
+    FN(filter_job) *fj = (FN(filter_job) *)vjob;
+    FN(job) *job = &fj->base;
     const ptc_geometry *g = job->g;
     const ptc_problem *p = g->p;
     FN(scratch) *s;
     ptc_status st = FN(scratch_get)(job, tid, &s);
     if (st != PTC_OK) return st;
 
-    /* Task: one group and one block of dW's columns kk; it reduces over every
-     * image and position in a fixed order. */
     int64_t blk = t % job->nblocks, grp = t / job->nblocks;
     int64_t kk0 = blk * job->block, nb = FN(min64)(job->block, g->kdim - kk0);
-    int64_t P = g->out_spatial, mr = job->mr;
-    REAL *dwg = job->out + grp * g->cout_g * g->kdim + kk0;
-    REAL *apack = s->buf_c;
+    int64_t nb_pad = FN(round_up)(nb, fj->dnr), P = g->out_spatial, ldk = fj->ldk;
+    REAL *cols = s->buf_b;                       /* nb rows of ldk */
+    REAL *dys = s->buf_c;                        /* cout_pad rows of ldk */
+    REAL *sums = s->buf_c + fj->cout_pad * ldk;  /* [co][kk][lane], rows of ldv */
 
     for (int64_t n = 0; n < p->batch; n++) {
         const REAL *xg = job->in + (n * p->in_channels + grp * g->cin_g) * g->in_spatial;
         const REAL *dyg = job->aux + (n * p->out_channels + grp * g->cout_g) * P;
         for (int64_t p0 = 0; p0 < P; p0 += job->kc) {
             int64_t kc = FN(min64)(job->kc, P - p0);
+            int64_t kv = FN(ceil_div)(kc, fj->vlen), width = kv * fj->vlen;
             int64_t nseg = ptc_segments(g, p0, kc, s->segs);
-            /* B[position][kk]: the patches transposed. */
-            FN(im2col)(g, xg, kk0, nb, s->segs, nseg, s->buf_b, 1, job->ldb);
-            /* A: dy rows interleaved into panels of mr output channels. */
-            for (int64_t pi = 0; pi < job->npanels; pi++) {
-                REAL *panel = apack + pi * kc * mr;
-                for (int64_t i = 0; i < mr; i++) {
-                    int64_t co = pi * mr + i;
-                    if (co < g->cout_g) {
-                        const REAL *src = dyg + co * P + p0;
-                        for (int64_t k = 0; k < kc; k++) panel[k * mr + i] = src[k];
-                    } else {
-                        for (int64_t k = 0; k < kc; k++) panel[k * mr + i] = 0;
-                    }
-                }
+            FN(im2col)(g, xg, kk0, nb, s->segs, nseg, cols, ldk, 1);
+            for (int64_t co = 0; co < g->cout_g; co++)
+                memcpy(dys + co * ldk, dyg + co * P + p0, (size_t)kc * sizeof(REAL));
+            /* Lanes past the chunk's end must add nothing (stale data may be NaN). */
+            if (width > kc) {
+                for (int64_t r = 0; r < nb; r++)
+                    memset(cols + r * ldk + kc, 0, (size_t)(width - kc) * sizeof(REAL));
+                for (int64_t co = 0; co < g->cout_g; co++)
+                    memset(dys + co * ldk + kc, 0, (size_t)(width - kc) * sizeof(REAL));
             }
+            /* Rows past nb and cout_g hold stale data: they only feed sums that
+             * are never read. */
             int acc = n > 0 || p0 > 0;
-            for (int64_t j0 = 0; j0 < nb; j0 += job->nr)
-                for (int64_t i0 = 0; i0 < g->cout_g; i0 += mr)
-                    job->kern(kc, apack + (i0 / mr) * kc * mr, s->buf_b + j0, job->ldb,
-                              dwg + i0 * g->kdim + j0, g->kdim, acc,
-                              FN(min64)(mr, g->cout_g - i0), FN(min64)(job->nr, nb - j0));
+            for (int64_t i0 = 0; i0 < fj->cout_pad; i0 += fj->dmr)
+                for (int64_t j0 = 0; j0 < nb_pad; j0 += fj->dnr)
+                    fj->dot(kv, dys + i0 * ldk, ldk, cols + j0 * ldk, ldk,
+                            sums + i0 * fj->ldv + j0 * fj->vlen, fj->ldv, acc);
             if (ptc_poll(par, tid)) return PTC_OK;
         }
     }
+    REAL *dwg = job->out + grp * g->cout_g * g->kdim + kk0;
+    for (int64_t co = 0; co < g->cout_g; co++)
+        for (int64_t r = 0; r < nb; r++) {
+            const REAL *lanes = sums + co * fj->ldv + r * fj->vlen;
+            REAL total = 0;
+            for (int64_t l = 0; l < fj->vlen; l++) total += lanes[l];
+            dwg[co * g->kdim + r] = total;
+        }
     return PTC_OK;
 }
 
@@ -439,38 +475,40 @@ static ptc_status FN(backward_filter_zero_padded)(const ptc_problem *p, const RE
         ptc_geometry_free(&g);
         return PTC_OK;
     }
-    FN(job) job;
-    memset(&job, 0, sizeof(job));
-    job.g = &g;
-    job.ks = ptc_kernels();
-    job.kern = KERNEL(job.ks);
-    job.mr = KERNEL_MR(job.ks);
-    job.nr = KERNEL_NR(job.ks);
-    job.in = x;
-    job.aux = dy;
-    job.out = dw;
+    FN(filter_job) fj;
+    memset(&fj, 0, sizeof(fj));
+    FN(job) *job = &fj.base;
+    FN(job_init)(job, &g);
+    const ptc_kernel_set *ks = job->ks;
+    job->in = x;
+    job->aux = dy;
+    job->out = dw;
+    fj.dot = DOT_KERNEL(ks);
+    fj.dmr = ks->dmr;
+    fj.dnr = ks->dnr;
+    fj.vlen = job->vlen;
     int64_t P = g.out_spatial;
-    /* Positions are the reduction: fixed chunks of them, whatever the threads. */
-    job.kc = FN(block_len)(P, 16384 / (job.nr * (int64_t)sizeof(REAL)));
+    /* Chunks of positions are the reduction's fixed order, whatever the threads. */
+    job->kc = FN(block_len)(P, 512);
     double flops = 2.0 * (double)p->batch * (double)p->out_channels * (double)g.kdim * (double)P;
     int nthreads = ptc_threads_for_work(flops);
-    /* Column blocks of about 128, as many as a multiple of the thread count
-     * (block widths do not change any sum). */
+    /* Blocks of about 128 patch rows, as many as a multiple of the thread
+     * count (block widths do not change any sum). */
     int64_t nblocks = FN(ceil_div)(g.kdim, 128);
-    if (nthreads > 1 && p->groups < nthreads)
-        nblocks = FN(round_up)(nblocks, nthreads);
-    job.block = FN(round_up)(FN(ceil_div)(g.kdim, nblocks), job.nr);
-    job.nblocks = FN(ceil_div)(g.kdim, job.block);
-    job.ldb = FN(leading_dim)(job.block, job.nr);
-    job.npanels = FN(ceil_div)(g.cout_g, job.mr);
-    job.b_elems = job.kc * job.ldb;
-    job.c_elems = job.npanels * job.mr * job.kc;
-    job.seg_cap = job.kc / p->out_size[p->ndim - 1] + 2;
-    st = FN(job_start)(&job, nthreads);
+    if (nthreads > 1 && p->groups < nthreads) nblocks = FN(round_up)(nblocks, nthreads);
+    job->block = FN(round_up)(FN(ceil_div)(g.kdim, nblocks), fj.dnr);
+    job->nblocks = FN(ceil_div)(g.kdim, job->block);
+    fj.ldk = FN(leading_dim)(job->kc, fj.vlen);
+    fj.cout_pad = FN(round_up)(g.cout_g, fj.dmr);
+    fj.ldv = FN(round_up)(job->block, fj.dnr) * fj.vlen;
+    job->b_elems = FN(round_up)(job->block, fj.dnr) * fj.ldk;
+    job->c_elems = fj.cout_pad * fj.ldk + fj.cout_pad * fj.ldv;
+    job->seg_cap = job->kc / p->out_size[p->ndim - 1] + 2;
+    st = FN(job_start)(job, nthreads);
     if (st == PTC_OK)
-        st = ptc_parallel_for(p->groups * job.nblocks, nthreads, FN(backward_filter_task), &job,
+        st = ptc_parallel_for(p->groups * job->nblocks, nthreads, FN(backward_filter_task), &fj,
                               opt);
-    FN(job_end)(&job, nthreads);
+    FN(job_end)(job, nthreads);
     ptc_geometry_free(&g);
     return st;
 }

@@ -1,36 +1,141 @@
 /* Portable kernels in plain C: scalar "vectors" of one element, which any C99
  * compiler builds and most vectorise. Used where no vector ISA is available
- * and as the reference the ISA kernels are tested against (PYTCONV_SIMD). */
+ * and to test the drivers on a second tile shape (PYTCONV_SIMD=generic).
+ * VFMA is a * b + c rounded twice where the compiler does not contract it:
+ * results differ from the ISA kernels' in the last bits, never more. */
 #include "kernels.h"
+#define DMR 2
+#define DNR 4
 
-#define MR 4
-#define NV 8
+#define REAL float
+#define VEC float
 #define VLEN 1
+#define MR 4
 #define VLOAD(p) (*(p))
 #define VSTORE(p, v) (*(p) = (v))
 #define VSET1(x) (x)
-#define VADD(a, b) ((a) + (b))
-
-/* a * b + c rounded twice, as the ISA kernels' fused multiply-add would not
- * be: results of the generic kernels differ in the last bits, never more. */
-#define VFMA(a, b, c) ((a) * (b) + (c))
-
-#define KERNEL_NAME kernel_generic_f32
-#define REAL float
-#define VEC float
 #define VZERO 0.0f
+#define VFMA(a, b, c) ((a) * (b) + (c))
+#define VADD(a, b) ((a) + (b))
+#define NV 1
+#define KERNEL_NAME kernel_generic_f32_1
 #include "kernel_template.h"
+#undef NV
 #undef KERNEL_NAME
+#define NV 2
+#define KERNEL_NAME kernel_generic_f32_2
+#include "kernel_template.h"
+#undef NV
+#undef KERNEL_NAME
+#define NV 3
+#define KERNEL_NAME kernel_generic_f32_3
+#include "kernel_template.h"
+#undef NV
+#undef KERNEL_NAME
+#define NV 4
+#define KERNEL_NAME kernel_generic_f32_4
+#include "kernel_template.h"
+#undef NV
+#undef KERNEL_NAME
+#define NV 5
+#define KERNEL_NAME kernel_generic_f32_5
+#include "kernel_template.h"
+#undef NV
+#undef KERNEL_NAME
+#define NV 6
+#define KERNEL_NAME kernel_generic_f32_6
+#include "kernel_template.h"
+#undef NV
+#undef KERNEL_NAME
+#define NV 7
+#define KERNEL_NAME kernel_generic_f32_7
+#include "kernel_template.h"
+#undef NV
+#undef KERNEL_NAME
+#define NV 8
+#define KERNEL_NAME kernel_generic_f32_8
+#define DOT_NAME dot_generic_f32
+#include "kernel_template.h"
+#undef NV
+#undef KERNEL_NAME
+#undef DOT_NAME
 #undef REAL
 #undef VEC
+#undef VLEN
+#undef MR
+#undef VLOAD
+#undef VSTORE
+#undef VSET1
 #undef VZERO
+#undef VFMA
+#undef VADD
 
-#define KERNEL_NAME kernel_generic_f64
 #define REAL double
 #define VEC double
+#define VLEN 1
+#define MR 4
+#define VLOAD(p) (*(p))
+#define VSTORE(p, v) (*(p) = (v))
+#define VSET1(x) (x)
 #define VZERO 0.0
+#define VFMA(a, b, c) ((a) * (b) + (c))
+#define VADD(a, b) ((a) + (b))
+#define NV 1
+#define KERNEL_NAME kernel_generic_f64_1
 #include "kernel_template.h"
+#undef NV
+#undef KERNEL_NAME
+#define NV 2
+#define KERNEL_NAME kernel_generic_f64_2
+#include "kernel_template.h"
+#undef NV
+#undef KERNEL_NAME
+#define NV 3
+#define KERNEL_NAME kernel_generic_f64_3
+#include "kernel_template.h"
+#undef NV
+#undef KERNEL_NAME
+#define NV 4
+#define KERNEL_NAME kernel_generic_f64_4
+#include "kernel_template.h"
+#undef NV
+#undef KERNEL_NAME
+#define NV 5
+#define KERNEL_NAME kernel_generic_f64_5
+#include "kernel_template.h"
+#undef NV
+#undef KERNEL_NAME
+#define NV 6
+#define KERNEL_NAME kernel_generic_f64_6
+#include "kernel_template.h"
+#undef NV
+#undef KERNEL_NAME
+#define NV 7
+#define KERNEL_NAME kernel_generic_f64_7
+#include "kernel_template.h"
+#undef NV
+#undef KERNEL_NAME
+#define NV 8
+#define KERNEL_NAME kernel_generic_f64_8
+#define DOT_NAME dot_generic_f64
+#include "kernel_template.h"
+#undef NV
+#undef KERNEL_NAME
+#undef DOT_NAME
+#undef REAL
+#undef VEC
+#undef VLEN
+#undef MR
+#undef VLOAD
+#undef VSTORE
+#undef VSET1
+#undef VZERO
+#undef VFMA
+#undef VADD
 
 const ptc_kernel_set ptc_kernels_generic = {
-    "generic", MR, NV, kernel_generic_f32, MR, NV, kernel_generic_f64,
+    "generic",
+    4, 1, 8, {kernel_generic_f32_1, kernel_generic_f32_2, kernel_generic_f32_3, kernel_generic_f32_4, kernel_generic_f32_5, kernel_generic_f32_6, kernel_generic_f32_7, kernel_generic_f32_8},
+    4, 1, 8, {kernel_generic_f64_1, kernel_generic_f64_2, kernel_generic_f64_3, kernel_generic_f64_4, kernel_generic_f64_5, kernel_generic_f64_6, kernel_generic_f64_7, kernel_generic_f64_8},
+    DMR, DNR, dot_generic_f32, dot_generic_f64,
 };

@@ -1,7 +1,8 @@
-/* One micro-kernel, instantiated per ISA and type by defining before inclusion:
- *   KERNEL_NAME, REAL, VEC, VLEN (elements per vector), NV (vectors per row),
- *   MR (rows), VLOAD, VSTORE, VSET1, VZERO, VFMA(a, b, c) = a * b + c, VADD.
- * NR = NV * VLEN. The accumulator tile MR x NV lives in registers. */
+/* The micro-kernels, instantiated per ISA and type by defining before inclusion:
+ *   KERNEL_NAME, DOT_NAME (optional), REAL, VEC, VLEN (elements per vector), NV (vectors
+ *   per row), MR (rows), DMR x DNR (the dot kernel's tile), VLOAD, VSTORE,
+ *   VSET1, VZERO, VFMA(a, b, c) = a * b + c, VADD.
+ * NR = NV * VLEN. Accumulator tiles live in registers. */
 
 #define NR (NV * VLEN)
 
@@ -47,5 +48,40 @@ static void KERNEL_NAME(int64_t kc, const REAL *a, const REAL *b, int64_t ldb, R
         for (int64_t j = 0; j < nr; j++)
             c[i * ldc + j] = accumulate ? c[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
 }
+
+#ifdef DOT_NAME
+/* The dot kernel: for i < DMR, j < DNR, the VLEN lane-wise partial sums
+ *   c[i * ldc + j * VLEN + l] (+)= sum_k a[i * lda + k * VLEN + l] * b[j * ldb + k * VLEN + l]
+ * over kv vectors of k. Both operands are rows contiguous along the reduction,
+ * as dY and unfolded patches are, so nothing is transposed; the lanes are
+ * summed once, by the caller, at the very end. */
+static void DOT_NAME(int64_t kv, const REAL *a, int64_t lda, const REAL *b, int64_t ldb, REAL *c,
+                     int64_t ldc, int accumulate)
+{
+    VEC acc[DMR][DNR];
+#pragma GCC unroll 8
+    for (int i = 0; i < DMR; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < DNR; j++) acc[i][j] = VZERO;
+    for (int64_t k = 0; k < kv; k++) {
+        VEC av[DMR];
+#pragma GCC unroll 8
+        for (int i = 0; i < DMR; i++) av[i] = VLOAD(a + i * lda + k * VLEN);
+#pragma GCC unroll 8
+        for (int j = 0; j < DNR; j++) {
+            VEC bj = VLOAD(b + j * ldb + k * VLEN);
+#pragma GCC unroll 8
+            for (int i = 0; i < DMR; i++) acc[i][j] = VFMA(av[i], bj, acc[i][j]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < DMR; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < DNR; j++) {
+            REAL *cij = c + i * ldc + j * VLEN;
+            VSTORE(cij, accumulate ? VADD(VLOAD(cij), acc[i][j]) : acc[i][j]);
+        }
+}
+#endif
 
 #undef NR

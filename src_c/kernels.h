@@ -19,12 +19,28 @@ typedef void (*ptc_kernel_f64_fn)(int64_t kc, const double *a, const double *b,
                                   int64_t ldb, double *c, int64_t ldc, int accumulate,
                                   int64_t mr, int64_t nr);
 
+/* Dot kernels (weight gradients): a DMR x DNR tile of VLEN-lane partial sums
+ * of products of rows contiguous along the reduction; see kernel_template.h. */
+typedef void (*ptc_dot_f32_fn)(int64_t kv, const float *a, int64_t lda, const float *b,
+                               int64_t ldb, float *c, int64_t ldc, int accumulate);
+typedef void (*ptc_dot_f64_fn)(int64_t kv, const double *a, int64_t lda, const double *b,
+                               int64_t ldb, double *c, int64_t ldc, int accumulate);
+
+#define PTC_MAX_NV 8
+
+/* One ISA's kernels. f32[v - 1] computes a tile of mr_f32 rows and
+ * v * vlen_f32 columns (v = 1..nv_f32): the widest for the bulk of a matrix,
+ * narrower ones for its last columns, so an edge wastes less than a vector.
+ * All widths sum each element in the same order. */
 typedef struct {
     const char *name;
-    int mr_f32, nr_f32;
-    ptc_kernel_f32_fn f32;
-    int mr_f64, nr_f64;
-    ptc_kernel_f64_fn f64;
+    int mr_f32, vlen_f32, nv_f32;
+    ptc_kernel_f32_fn f32[PTC_MAX_NV];
+    int mr_f64, vlen_f64, nv_f64;
+    ptc_kernel_f64_fn f64[PTC_MAX_NV];
+    int dmr, dnr; /* dot tile, the same for both types; lanes = vlen */
+    ptc_dot_f32_fn dot_f32;
+    ptc_dot_f64_fn dot_f64;
 } ptc_kernel_set;
 
 extern const ptc_kernel_set ptc_kernels_generic;
