@@ -110,8 +110,9 @@ static void FN(col2im)(const ptc_geometry *g, REAL *dxg, int64_t k0, int64_t kc,
 /* Per-thread scratch, allocated by each thread on its first task. */
 typedef struct {
     REAL *buf_b;         /* B operand block */
-    REAL *buf_c;         /* C tile (backward data) or packed A (backward filter) */
+    REAL *buf_c;         /* C tile, or dY rows and partial sums (backward filter) */
     ptc_segment *segs;
+    void **ptrs;         /* row pointers (backward filter) */
 } FN(scratch);
 
 typedef struct {
@@ -124,7 +125,7 @@ typedef struct {
     const REAL *apack;   /* packed weights */
     REAL *out;
     int64_t kc, nc, ntiles, nblocks, block, ldb, ldc, npanels;
-    int64_t b_elems, c_elems, seg_cap;
+    int64_t b_elems, c_elems, seg_cap, ptr_cap;
     FN(scratch) *scratch;
 } FN(job);
 
@@ -135,7 +136,9 @@ static ptc_status FN(scratch_get)(FN(job) *job, int tid, FN(scratch) **out)
         s->buf_b = FN(alloc)(job->b_elems);
         s->buf_c = job->c_elems ? FN(alloc)(job->c_elems) : NULL;
         s->segs = (ptc_segment *)calloc((size_t)job->seg_cap, sizeof(ptc_segment));
-        if (!s->buf_b || (job->c_elems && !s->buf_c) || !s->segs) return PTC_ERR_NO_MEMORY;
+        s->ptrs = (void **)calloc((size_t)(job->ptr_cap > 0 ? job->ptr_cap : 1), sizeof(void *));
+        if (!s->buf_b || (job->c_elems && !s->buf_c) || !s->segs || !s->ptrs)
+            return PTC_ERR_NO_MEMORY;
     }
     *out = s;
     return PTC_OK;
@@ -154,6 +157,7 @@ static void FN(job_end)(FN(job) *job, int nthreads)
             free(job->scratch[t].buf_b);
             free(job->scratch[t].buf_c);
             free(job->scratch[t].segs);
+            free(job->scratch[t].ptrs);
         }
     free(job->scratch);
     free((void *)job->apack);
@@ -399,14 +403,36 @@ static ptc_status FN(backward_data_zero_padded)(const ptc_problem *p, const REAL
  * of one group and adds every image and chunk of positions in one fixed
  * order; the lanes of the partial sums are added last, in a fixed order too. */
 
-typedef void (*FN(dot_fn))(int64_t, const REAL *, int64_t, const REAL *, int64_t, REAL *,
+typedef void (*FN(dot_fn))(int64_t, const REAL *, int64_t, const REAL *const *, REAL *,
                             int64_t, int);
 
 typedef struct {
     FN(job) base;
     FN(dot_fn) dot;
     int64_t dmr, dnr, vlen, ldk, ldv, cout_pad;
+    const REAL *xp;  /* shifted path: the padded input, planes of pvol */
+    const REAL *dyv; /* shifted path: dY on the padded grid */
+    int64_t pvol, vspan;
 } FN(filter_job);
+
+/* dW[co, kk] of rows kk0..kk0+nb-1 = the lanes of sums added in order. With
+ * shifted rows the block's rows are ordered (offset, channel), the weight's
+ * are (channel, offset). */
+static void FN(sum_lanes)(const FN(filter_job) *fj, const REAL *sums, int64_t grp, int64_t kk0,
+                          int64_t nb, int offset_major)
+{
+    const ptc_geometry *g = fj->base.g;
+    REAL *dwg = fj->base.out + grp * g->cout_g * g->kdim;
+    for (int64_t co = 0; co < g->cout_g; co++)
+        for (int64_t r = 0; r < nb; r++) {
+            const REAL *lanes = sums + co * fj->ldv + r * fj->vlen;
+            REAL total = 0;
+            for (int64_t l = 0; l < fj->vlen; l++) total += lanes[l];
+            int64_t kk = kk0 + r;
+            if (offset_major) kk = (kk % g->cin_g) * g->kvol + kk / g->cin_g;
+            dwg[co * g->kdim + kk] = total;
+        }
+}
 
 static ptc_status FN(backward_filter_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
 {
@@ -424,6 +450,8 @@ static ptc_status FN(backward_filter_task)(void *vjob, int64_t t, int tid, ptc_p
     REAL *cols = s->buf_b;                       /* nb rows of ldk */
     REAL *dys = s->buf_c;                        /* cout_pad rows of ldk */
     REAL *sums = s->buf_c + fj->cout_pad * ldk;  /* [co][kk][lane], rows of ldv */
+    const REAL **rows = (const REAL **)s->ptrs;  /* nb_pad row pointers into cols */
+    for (int64_t r = 0; r < nb_pad; r++) rows[r] = cols + r * ldk;
 
     for (int64_t n = 0; n < p->batch; n++) {
         const REAL *xg = job->in + (n * p->in_channels + grp * g->cin_g) * g->in_spatial;
@@ -447,19 +475,12 @@ static ptc_status FN(backward_filter_task)(void *vjob, int64_t t, int tid, ptc_p
             int acc = n > 0 || p0 > 0;
             for (int64_t i0 = 0; i0 < fj->cout_pad; i0 += fj->dmr)
                 for (int64_t j0 = 0; j0 < nb_pad; j0 += fj->dnr)
-                    fj->dot(kv, dys + i0 * ldk, ldk, cols + j0 * ldk, ldk,
-                            sums + i0 * fj->ldv + j0 * fj->vlen, fj->ldv, acc);
+                    fj->dot(kv, dys + i0 * ldk, ldk, rows + j0, sums + i0 * fj->ldv + j0 * fj->vlen,
+                            fj->ldv, acc);
             if (ptc_poll(par, tid)) return PTC_OK;
         }
     }
-    REAL *dwg = job->out + grp * g->cout_g * g->kdim + kk0;
-    for (int64_t co = 0; co < g->cout_g; co++)
-        for (int64_t r = 0; r < nb; r++) {
-            const REAL *lanes = sums + co * fj->ldv + r * fj->vlen;
-            REAL total = 0;
-            for (int64_t l = 0; l < fj->vlen; l++) total += lanes[l];
-            dwg[co * g->kdim + r] = total;
-        }
+    FN(sum_lanes)(fj, sums, grp, kk0, nb, 0);
     return PTC_OK;
 }
 
@@ -504,6 +525,7 @@ static ptc_status FN(backward_filter_zero_padded)(const ptc_problem *p, const RE
     job->b_elems = FN(round_up)(job->block, fj.dnr) * fj.ldk;
     job->c_elems = fj.cout_pad * fj.ldk + fj.cout_pad * fj.ldv;
     job->seg_cap = job->kc / p->out_size[p->ndim - 1] + 2;
+    job->ptr_cap = FN(round_up)(job->block, fj.dnr);
     st = FN(job_start)(job, nthreads);
     if (st == PTC_OK)
         st = ptc_parallel_for(p->groups * job->nblocks, nthreads, FN(backward_filter_task), &fj,
@@ -527,7 +549,7 @@ static int64_t FN(mode_index)(ptc_padding_mode mode, int64_t i, int64_t len)
         int64_t period = 2 * len - 2, m = ((i % period) + period) % period;
         return m < len ? m : period - m;
     }
-    default: return i;
+    default: return i >= 0 && i < len ? i : -1; /* zeros: -1 marks the padding */
     }
 }
 
@@ -554,19 +576,31 @@ static ptc_status FN(pad_task)(void *vjob, int64_t plane, int tid, ptc_parallel 
     const int64_t *lmap = job->map[last];
     for (int64_t r = 0; r < rows; r++) {
         int64_t rest = r, off = 0, stride = job->p->in_size[last];
-        for (int d = last - 1; d >= 0; d--) {
-            off += job->map[d][rest % job->padded[d]] * stride;
+        for (int d = last - 1; d >= 0 && off >= 0; d--) {
+            int64_t m = job->map[d][rest % job->padded[d]];
+            off = m < 0 ? -1 : off + m * stride;
             rest /= job->padded[d];
             stride *= job->p->in_size[d];
         }
+        /* The row's middle is the source row itself; only its ends need the map. */
+        int64_t lo = job->p->pad_low[last], len = job->p->in_size[last];
         if (job->fold) {
+            if (off < 0) continue;
             const REAL *s = src + r * row_len;
             REAL *d = dst + off;
-            for (int64_t j = 0; j < row_len; j++) d[lmap[j]] += s[j];
+            for (int64_t j = 0; j < lo; j++)
+                if (lmap[j] >= 0) d[lmap[j]] += s[j];
+            for (int64_t j = 0; j < len; j++) d[j] += s[lo + j];
+            for (int64_t j = lo + len; j < row_len; j++)
+                if (lmap[j] >= 0) d[lmap[j]] += s[j];
+        } else if (off < 0) {
+            memset(dst + r * row_len, 0, (size_t)row_len * sizeof(REAL));
         } else {
             const REAL *s = src + off;
             REAL *d = dst + r * row_len;
-            for (int64_t j = 0; j < row_len; j++) d[j] = s[lmap[j]];
+            for (int64_t j = 0; j < lo; j++) d[j] = lmap[j] >= 0 ? s[lmap[j]] : 0;
+            memcpy(d + lo, s, (size_t)len * sizeof(REAL));
+            for (int64_t j = lo + len; j < row_len; j++) d[j] = lmap[j] >= 0 ? s[lmap[j]] : 0;
         }
     }
     return PTC_OK;
@@ -625,19 +659,389 @@ static int FN(needs_explicit_padding)(const ptc_problem *p)
     return 0;
 }
 
+/* ---- stride 1: shifted windows of the padded input ----------------------- */
+
+/* With stride 1 the patch of kernel offset q at output position o is the
+ * padded input read at (origin of o) + delta_q, so the unfolded matrix need not
+ * be built: its rows are the padded input shifted by delta_q. The GEMM runs over
+ * the padded grid ("virtual" positions: origins of windows, including a few
+ * between output rows whose results are dropped), its B operand read straight
+ * from the padded copy, with the reduction ordered (offset, channel) so that
+ * the rows of a k-block are one channel stride apart. */
+
+/* Where shifted windows beat unfolding (measured, one thread): from 3 spatial
+ * dimensions on, where output rows are short and unfolding them is many small
+ * copies (3-d 3x3x3: +15..25%). In 1-d and 2-d unfolding copies long rows at
+ * memory speed, while the shifted B operand streams dozens of channel planes
+ * at once from L3 (1-d: -6..14%, 2-d: even). And only while the padded grid's
+ * span stays close to the number of outputs. */
+static int FN(shifted_ok)(const ptc_problem *p)
+{
+    if (p->ndim < 3) return 0;
+    double span = 1, outs = 1, pad_stride = 1;
+    for (int d = p->ndim - 1; d >= 0; d--) {
+        if (p->stride[d] != 1) return 0;
+        span += (double)(p->out_size[d] - 1) * pad_stride;
+        pad_stride *= (double)(p->in_size[d] + p->pad_low[d] + p->pad_high[d]);
+        outs *= (double)p->out_size[d];
+    }
+    return span <= 1.3 * outs;
+}
+
+/* A zero-padded copy of every plane of x, with `slack` zeros after the last,
+ * in the calling thread's workspace slot 0. */
+static REAL *FN(padded_copy)(const ptc_problem *p, int64_t planes, const REAL *x, int64_t slack,
+                             int64_t *pvol, const ptc_options *opt, ptc_status *st)
+{
+    ptc_problem z = FN(padded_problem)(p, pvol);
+    (void)z;
+    int64_t n = planes * *pvol + slack;
+    REAL *xp = (uint64_t)n > SIZE_MAX / sizeof(REAL)
+                   ? NULL
+                   : (REAL *)ptc_workspace_acquire(0, (size_t)n * sizeof(REAL));
+    if (!xp) {
+        *st = PTC_ERR_NO_MEMORY;
+        return NULL;
+    }
+    memset(xp + planes * *pvol, 0, (size_t)slack * sizeof(REAL));
+    ptc_problem zeros = *p;
+    zeros.padding_mode = PTC_PAD_ZEROS;
+    *st = FN(pad_planes)(&zeros, planes, x, xp, 0, opt);
+    return xp;
+}
+
+typedef struct {
+    FN(job) base;
+    const REAL *xp;
+    int64_t pvol;
+} FN(shifted_job);
+
+static ptc_status FN(forward_shifted_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
+{
+    (void)par;
+    FN(shifted_job) *sj = (FN(shifted_job) *)vjob;
+    FN(job) *job = &sj->base;
+    const ptc_geometry *g = job->g; /* of the padded problem: pad 0, stride 1 */
+    const ptc_problem *p = g->p;
+    FN(scratch) *s;
+    ptc_status st = FN(scratch_get)(job, tid, &s);
+    if (st != PTC_OK) return st;
+
+    int64_t tile = t % job->ntiles, grp = (t / job->ntiles) % p->groups;
+    int64_t n = t / job->ntiles / p->groups;
+    int64_t P = g->out_spatial, p0 = tile * job->nc, nc = FN(min64)(job->nc, P - p0);
+    int64_t nseg = ptc_segments(g, p0, nc, s->segs);
+    /* Window origins of the tile's first and last outputs (stride 1, pad 0:
+     * a segment's origin is its base plus its last-dimension index). */
+    int64_t v0 = s->segs[0].base + s->segs[0].o_last;
+    const ptc_segment *end = &s->segs[nseg - 1];
+    int64_t ncv = end->base + end->o_last + end->len - v0;
+    const REAL *xg = sj->xp + (n * p->in_channels + grp * g->cin_g) * sj->pvol + v0;
+    const REAL *ag = job->apack + grp * job->npanels * job->mr * g->kdim;
+    REAL *ct = s->buf_c;
+
+    for (int64_t q = 0; q < g->kvol; q++)
+        for (int64_t c0 = 0; c0 < g->cin_g; c0 += job->kc) {
+            int64_t kc = FN(min64)(job->kc, g->cin_g - c0);
+            const REAL *b = xg + c0 * sj->pvol + g->kdelta[q];
+            int64_t koff = q * g->cin_g + c0; /* position in the (offset, channel) order */
+            for (int64_t j0 = 0; j0 < ncv; j0 += job->nr) {
+                int64_t ncols = FN(min64)(job->nr, ncv - j0);
+                FN(kernel_fn) kern = FN(kernel_for)(job, ncols);
+                for (int64_t i0 = 0; i0 < g->cout_g; i0 += job->mr)
+                    kern(kc, ag + (i0 / job->mr) * job->mr * g->kdim + koff * job->mr, b + j0,
+                         sj->pvol, ct + i0 * job->ldc + j0, job->ldc, koff > 0,
+                         FN(min64)(job->mr, g->cout_g - i0), ncols);
+            }
+        }
+    /* Keep the outputs, drop the origins between rows. */
+    REAL *yg = job->out + (n * p->out_channels + grp * g->cout_g) * P + p0;
+    for (int64_t co = 0; co < g->cout_g; co++) {
+        REAL b = job->aux ? job->aux[grp * g->cout_g + co] : 0;
+        for (int64_t si = 0; si < nseg; si++) {
+            const ptc_segment *sg = &s->segs[si];
+            const REAL *src = ct + co * job->ldc + (sg->base + sg->o_last - v0);
+            REAL *dst = yg + co * P + sg->col;
+            if (job->aux)
+                for (int64_t j = 0; j < sg->len; j++) dst[j] = src[j] + b;
+            else
+                memcpy(dst, src, (size_t)sg->len * sizeof(REAL));
+        }
+    }
+    return PTC_OK;
+}
+
+static ptc_status FN(forward_shifted)(const ptc_problem *p, const REAL *x, const REAL *w,
+                                      const REAL *bias, REAL *y, const ptc_options *opt)
+{
+    int64_t pvol;
+    ptc_problem q = FN(padded_problem)(p, &pvol);
+    ptc_geometry g;
+    ptc_status st = ptc_geometry_init(&g, &q);
+    if (st != PTC_OK) return st;
+    FN(shifted_job) sj;
+    memset(&sj, 0, sizeof(sj));
+    FN(job) *job = &sj.base;
+    FN(job_init)(job, &g);
+    job->aux = bias;
+    job->out = y;
+    sj.xp = FN(padded_copy)(p, p->batch * p->in_channels, x, job->nr, &pvol, opt, &st);
+    sj.pvol = pvol;
+    job->kc = FN(block_len)(g.cin_g, 16384 / (job->nr * (int64_t)sizeof(REAL)));
+    int64_t P = g.out_spatial;
+    double flops = 2.0 * (double)p->batch * (double)p->out_channels * (double)g.kdim * (double)P;
+    int nthreads = ptc_threads_for_work(flops);
+    /* Tiles of outputs whose C tile (cout_g x virtual width) stays near 256 KiB. */
+    int64_t nc_cap = FN(round_up)(262144 / (g.cout_g * (int64_t)sizeof(REAL)) + 1, job->nr);
+    job->ntiles = FN(ceil_div)(P, nc_cap);
+    int64_t want = FN(ceil_div)(4 * (int64_t)nthreads, p->batch * p->groups);
+    if (job->ntiles < want) job->ntiles = FN(min64)(want, FN(ceil_div)(P, 2 * job->nr));
+    job->nc = FN(ceil_div)(P, job->ntiles);
+    job->ntiles = FN(ceil_div)(P, job->nc);
+    job->seg_cap = job->nc / p->out_size[p->ndim - 1] + 2;
+    /* Widest virtual span of a tile: from a row start to nc outputs later. */
+    int64_t span = 0;
+    for (int64_t tile = 0; tile < job->ntiles; tile++) {
+        int64_t a = tile * job->nc, b = FN(min64)(a + job->nc, P) - 1, va = 0, vb = 0, ra = a, rb = b;
+        for (int d = q.ndim - 1; d >= 0; d--) {
+            va += (ra % q.out_size[d]) * g.in_stride[d];
+            vb += (rb % q.out_size[d]) * g.in_stride[d];
+            ra /= q.out_size[d];
+            rb /= q.out_size[d];
+        }
+        if (vb - va + 1 > span) span = vb - va + 1;
+    }
+    job->ldc = FN(leading_dim)(span, job->nr);
+    job->b_elems = 1;
+    job->c_elems = g.cout_g * job->ldc;
+    /* Weights in (offset, channel) order: a[(grp, panel)][q * cin_g + ci][i]. */
+    job->npanels = FN(ceil_div)(g.cout_g, job->mr);
+    REAL *a = FN(alloc)(p->groups * job->npanels * job->mr * g.kdim);
+    if (a)
+        for (int64_t grp = 0; grp < p->groups; grp++)
+            for (int64_t co = 0; co < g.cout_g; co++) {
+                REAL *panel = a + (grp * job->npanels + co / job->mr) * job->mr * g.kdim;
+                const REAL *src = w + (grp * g.cout_g + co) * g.kdim;
+                for (int64_t ci = 0; ci < g.cin_g; ci++)
+                    for (int64_t k = 0; k < g.kvol; k++)
+                        panel[(k * g.cin_g + ci) * job->mr + co % job->mr] = src[ci * g.kvol + k];
+            }
+    job->apack = a;
+    if (st == PTC_OK && !a) st = PTC_ERR_NO_MEMORY;
+    if (st == PTC_OK) st = FN(job_start)(job, nthreads);
+    if (st == PTC_OK)
+        st = ptc_parallel_for(p->batch * p->groups * job->ntiles, nthreads,
+                              FN(forward_shifted_task), &sj, opt);
+    FN(job_end)(job, nthreads);
+    ptc_workspace_release(0);
+    ptc_geometry_free(&g);
+    return st;
+}
+
+/* Stride 1 makes the transposed convolution a convolution of dY with the
+ * kernel flipped and its channel axes exchanged: each dx element gathers its
+ * terms instead of receiving scattered adds. Needs the padding to be at most
+ * the kernel's extent (else the equivalent padding would be negative). */
+static int FN(flip_ok)(const ptc_problem *p)
+{
+    for (int d = 0; d < p->ndim; d++) {
+        int64_t extent = p->dilation[d] * (p->kernel[d] - 1);
+        if (p->stride[d] != 1 || p->pad_low[d] > extent ||
+            p->in_size[d] - p->out_size[d] + p->pad_low[d] < 0)
+            return 0;
+    }
+    return 1;
+}
+
+static ptc_status FN(forward_dispatch)(const ptc_problem *p, const REAL *x, const REAL *w,
+                                       const REAL *bias, REAL *y, const ptc_options *opt);
+
+static ptc_status FN(backward_data_flipped)(const ptc_problem *p, const REAL *dy, const REAL *w,
+                                            REAL *dx, const ptc_options *opt)
+{
+    ptc_problem f = *p;
+    f.in_channels = p->out_channels;
+    f.out_channels = p->in_channels;
+    int64_t kvol = 1;
+    for (int d = 0; d < p->ndim; d++) {
+        int64_t extent = p->dilation[d] * (p->kernel[d] - 1);
+        f.in_size[d] = p->out_size[d];
+        f.out_size[d] = p->in_size[d];
+        f.pad_low[d] = extent - p->pad_low[d];
+        f.pad_high[d] = p->in_size[d] - p->out_size[d] + p->pad_low[d];
+        kvol *= p->kernel[d];
+    }
+    int64_t cin_g = p->in_channels / p->groups, cout_g = p->out_channels / p->groups;
+    /* wf[grp * cin_g + ci][co][kvol - 1 - k] = w[grp * cout_g + co][ci][k] */
+    REAL *wf = FN(alloc)(p->out_channels * cin_g * kvol);
+    if (!wf) return PTC_ERR_NO_MEMORY;
+    for (int64_t grp = 0; grp < p->groups; grp++)
+        for (int64_t co = 0; co < cout_g; co++)
+            for (int64_t ci = 0; ci < cin_g; ci++) {
+                const REAL *src = w + ((grp * cout_g + co) * cin_g + ci) * kvol;
+                REAL *dst = wf + ((grp * cin_g + ci) * cout_g + co) * kvol;
+                for (int64_t k = 0; k < kvol; k++) dst[kvol - 1 - k] = src[k];
+            }
+    ptc_status st = FN(forward_dispatch)(&f, dy, wf, NULL, dx, opt);
+    free(wf);
+    return st;
+}
+
+/* Non-zero when every element is finite. */
+static int FN(all_finite)(const REAL *x, int64_t n)
+{
+    REAL acc = 0;
+    for (int64_t i = 0; i < n; i++) acc += x[i] * 0; /* NaN iff some x is NaN or Inf */
+    return acc == 0;
+}
+
+static ptc_status FN(filter_shifted_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
+{
+    FN(filter_job) *fj = (FN(filter_job) *)vjob;
+    FN(job) *job = &fj->base;
+    const ptc_geometry *g = job->g;
+    const ptc_problem *p = g->p;
+    FN(scratch) *s;
+    ptc_status st = FN(scratch_get)(job, tid, &s);
+    if (st != PTC_OK) return st;
+
+    /* Rows kk' = q * cin_g + ci of the block, shifted rows of the padded input. */
+    int64_t blk = t % job->nblocks, grp = t / job->nblocks;
+    int64_t kk0 = blk * job->block, nb = FN(min64)(job->block, g->kdim - kk0);
+    int64_t nb_pad = FN(round_up)(nb, fj->dnr);
+    REAL *sums = s->buf_c;
+    const REAL **rows = (const REAL **)s->ptrs;
+    const REAL *dyv = fj->dyv; /* dY on the padded grid, rows of ldk, zero between */
+
+    for (int64_t n = 0; n < p->batch; n++) {
+        const REAL *xg = fj->xp + (n * p->in_channels + grp * g->cin_g) * fj->pvol;
+        const REAL *ag = dyv + (n * p->out_channels + grp * g->cout_g) * fj->ldk;
+        for (int64_t v0 = 0; v0 < fj->vspan; v0 += job->kc) {
+            int64_t kv = FN(ceil_div)(FN(min64)(job->kc, fj->vspan - v0), fj->vlen);
+            for (int64_t r = 0; r < nb_pad; r++) {
+                int64_t kk = kk0 + FN(min64)(r, nb - 1), q = kk / g->cin_g, ci = kk % g->cin_g;
+                rows[r] = xg + ci * fj->pvol + g->kdelta[q] + v0;
+            }
+            int acc = n > 0 || v0 > 0;
+            for (int64_t i0 = 0; i0 < fj->cout_pad; i0 += fj->dmr)
+                for (int64_t j0 = 0; j0 < nb_pad; j0 += fj->dnr)
+                    fj->dot(kv, ag + i0 * fj->ldk + v0, fj->ldk, rows + j0,
+                            sums + i0 * fj->ldv + j0 * fj->vlen, fj->ldv, acc);
+            if (ptc_poll(par, tid)) return PTC_OK;
+        }
+    }
+    FN(sum_lanes)(fj, sums, grp, kk0, nb, 1);
+    return PTC_OK;
+}
+
+static ptc_status FN(backward_filter_shifted)(const ptc_problem *p, const REAL *x, const REAL *dy,
+                                              REAL *dw, const ptc_options *opt)
+{
+    int64_t pvol;
+    ptc_problem q = FN(padded_problem)(p, &pvol);
+    ptc_geometry g;
+    ptc_status st = ptc_geometry_init(&g, &q);
+    if (st != PTC_OK) return st;
+    FN(filter_job) fj;
+    memset(&fj, 0, sizeof(fj));
+    FN(job) *job = &fj.base;
+    FN(job_init)(job, &g);
+    const ptc_kernel_set *ks = job->ks;
+    job->out = dw;
+    fj.dot = DOT_KERNEL(ks);
+    fj.dmr = ks->dmr;
+    fj.dnr = ks->dnr;
+    fj.vlen = job->vlen;
+    int64_t P = g.out_spatial;
+    /* Origin of the last output + 1: the padded-grid positions to reduce over. */
+    fj.vspan = 1;
+    for (int d = 0; d < q.ndim; d++) fj.vspan += (q.out_size[d] - 1) * g.in_stride[d];
+    fj.ldk = FN(leading_dim)(fj.vspan, fj.vlen);
+    job->kc = 512;
+    fj.xp = FN(padded_copy)(p, p->batch * p->in_channels, x, fj.ldk - fj.vspan + job->kc, &pvol,
+                            opt, &st);
+    fj.pvol = pvol;
+    /* dY scattered onto the padded grid: zero at the origins between rows, so
+     * they add nothing (x is finite there: checked by the caller). */
+    int64_t dyv_elems = (p->batch * p->out_channels + fj.dmr) * fj.ldk;
+    REAL *dyv = (uint64_t)dyv_elems > SIZE_MAX / sizeof(REAL)
+                    ? NULL
+                    : (REAL *)ptc_workspace_acquire(1, (size_t)dyv_elems * sizeof(REAL));
+    if (st == PTC_OK && !dyv) st = PTC_ERR_NO_MEMORY;
+    if (st == PTC_OK) {
+        memset(dyv, 0, (size_t)dyv_elems * sizeof(REAL));
+        int64_t row = q.out_size[q.ndim - 1], nrows = P / row;
+        for (int64_t c = 0; c < p->batch * p->out_channels; c++)
+            for (int64_t r = 0; r < nrows; r++) {
+                int64_t rest = r, v = 0;
+                for (int d = q.ndim - 2; d >= 0; d--) {
+                    v += (rest % q.out_size[d]) * g.in_stride[d];
+                    rest /= q.out_size[d];
+                }
+                memcpy(dyv + c * fj.ldk + v, dy + c * P + r * row, (size_t)row * sizeof(REAL));
+            }
+    }
+    double flops = 2.0 * (double)p->batch * (double)p->out_channels * (double)g.kdim * (double)P;
+    int nthreads = ptc_threads_for_work(flops);
+    int64_t nblocks = FN(ceil_div)(g.kdim, 128);
+    if (nthreads > 1 && p->groups < nthreads) nblocks = FN(round_up)(nblocks, nthreads);
+    job->block = FN(round_up)(FN(ceil_div)(g.kdim, nblocks), fj.dnr);
+    job->nblocks = FN(ceil_div)(g.kdim, job->block);
+    fj.cout_pad = FN(round_up)(g.cout_g, fj.dmr);
+    fj.ldv = FN(round_up)(job->block, fj.dnr) * fj.vlen;
+    job->b_elems = 1;
+    job->c_elems = fj.cout_pad * fj.ldv;
+    job->seg_cap = 1;
+    job->ptr_cap = FN(round_up)(job->block, fj.dnr);
+    fj.dyv = dyv;
+    if (st == PTC_OK) st = FN(job_start)(job, nthreads);
+    if (st == PTC_OK)
+        st = ptc_parallel_for(p->groups * job->nblocks, nthreads, FN(filter_shifted_task), &fj, opt);
+    FN(job_end)(job, nthreads);
+    ptc_workspace_release(0);
+    ptc_workspace_release(1);
+    ptc_geometry_free(&g);
+    return st;
+}
+
+static ptc_status FN(forward_dispatch)(const ptc_problem *p, const REAL *x, const REAL *w,
+                                       const REAL *bias, REAL *y, const ptc_options *opt)
+{
+    if (FN(shifted_ok)(p)) return FN(forward_shifted)(p, x, w, bias, y, opt);
+    return FN(forward_zero_padded)(p, x, w, bias, y, opt);
+}
+
+static ptc_status FN(backward_data_dispatch)(const ptc_problem *p, const REAL *dy, const REAL *w,
+                                             REAL *dx, const ptc_options *opt)
+{
+    if (FN(flip_ok)(p)) return FN(backward_data_flipped)(p, dy, w, dx, opt);
+    return FN(backward_data_zero_padded)(p, dy, w, dx, opt);
+}
+
+static ptc_status FN(backward_filter_dispatch)(const ptc_problem *p, const REAL *x,
+                                               const REAL *dy, REAL *dw, const ptc_options *opt)
+{
+    /* The shifted path also multiplies x by the zeros of dY between rows: only
+     * exact when x holds no Inf or NaN (0 * Inf is NaN). */
+    if (p->batch > 0 && FN(shifted_ok)(p) &&
+        FN(all_finite)(x, p->batch * p->in_channels * ptc_geometry_in_volume(p)))
+        return FN(backward_filter_shifted)(p, x, dy, dw, opt);
+    return FN(backward_filter_zero_padded)(p, x, dy, dw, opt);
+}
+
 /* ---- public typed entry points ----------------------------------------- */
 
 ptc_status FN(ptc_forward)(const ptc_problem *p, const REAL *x, const REAL *w, const REAL *bias,
                            REAL *y, const ptc_options *opt)
 {
     if (p->batch == 0) return PTC_OK;
-    if (!FN(needs_explicit_padding)(p)) return FN(forward_zero_padded)(p, x, w, bias, y, opt);
+    if (!FN(needs_explicit_padding)(p)) return FN(forward_dispatch)(p, x, w, bias, y, opt);
     int64_t vol;
     ptc_problem q = FN(padded_problem)(p, &vol);
     REAL *xp = FN(alloc)(p->batch * p->in_channels * vol);
     if (!xp) return PTC_ERR_NO_MEMORY;
     ptc_status st = FN(pad_planes)(p, p->batch * p->in_channels, x, xp, 0, opt);
-    if (st == PTC_OK) st = FN(forward_zero_padded)(&q, xp, w, bias, y, opt);
+    if (st == PTC_OK) st = FN(forward_dispatch)(&q, xp, w, bias, y, opt);
     free(xp);
     return st;
 }
@@ -646,12 +1050,12 @@ ptc_status FN(ptc_backward_data)(const ptc_problem *p, const REAL *dy, const REA
                                  const ptc_options *opt)
 {
     if (p->batch == 0) return PTC_OK;
-    if (!FN(needs_explicit_padding)(p)) return FN(backward_data_zero_padded)(p, dy, w, dx, opt);
+    if (!FN(needs_explicit_padding)(p)) return FN(backward_data_dispatch)(p, dy, w, dx, opt);
     int64_t vol;
     ptc_problem q = FN(padded_problem)(p, &vol);
     REAL *dxp = FN(alloc)(p->batch * p->in_channels * vol);
     if (!dxp) return PTC_ERR_NO_MEMORY;
-    ptc_status st = FN(backward_data_zero_padded)(&q, dy, w, dxp, opt);
+    ptc_status st = FN(backward_data_dispatch)(&q, dy, w, dxp, opt);
     if (st == PTC_OK) st = FN(pad_planes)(p, p->batch * p->in_channels, dxp, dx, 1, opt);
     free(dxp);
     return st;
@@ -661,13 +1065,13 @@ ptc_status FN(ptc_backward_filter)(const ptc_problem *p, const REAL *x, const RE
                                    const ptc_options *opt)
 {
     if (p->batch == 0 || !FN(needs_explicit_padding)(p))
-        return FN(backward_filter_zero_padded)(p, x, dy, dw, opt);
+        return FN(backward_filter_dispatch)(p, x, dy, dw, opt);
     int64_t vol;
     ptc_problem q = FN(padded_problem)(p, &vol);
     REAL *xp = FN(alloc)(p->batch * p->in_channels * vol);
     if (!xp) return PTC_ERR_NO_MEMORY;
     ptc_status st = FN(pad_planes)(p, p->batch * p->in_channels, x, xp, 0, opt);
-    if (st == PTC_OK) st = FN(backward_filter_zero_padded)(&q, xp, dy, dw, opt);
+    if (st == PTC_OK) st = FN(backward_filter_dispatch)(&q, xp, dy, dw, opt);
     free(xp);
     return st;
 }

@@ -27,6 +27,7 @@ typedef struct {
 } ptc_geometry;
 
 ptc_status ptc_geometry_init(ptc_geometry *g, const ptc_problem *p);
+int64_t ptc_geometry_in_volume(const ptc_problem *p); /* prod(in_size) */
 void ptc_geometry_free(ptc_geometry *g);
 
 /* A run of consecutive output positions along the last spatial dimension. */
@@ -62,6 +63,12 @@ static inline void ptc_last_dim_range(const ptc_geometry *g, int64_t q, int64_t 
     *lo = a;
     *hi = b > a ? b : a;
 }
+
+/* The calling thread's reusable buffer `slot` (0 or 1) of at least `bytes`,
+ * uninitialised, or NULL; valid until ptc_workspace_release(slot) or the next
+ * acquire of that slot on this thread (workspace.c). */
+void *ptc_workspace_acquire(int slot, size_t bytes);
+void ptc_workspace_release(int slot);
 
 /* Checked 64-bit arithmetic: returns 0 on overflow. */
 int ptc_mul_ok(int64_t a, int64_t b, int64_t *out);

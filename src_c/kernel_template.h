@@ -51,11 +51,11 @@ static void KERNEL_NAME(int64_t kc, const REAL *a, const REAL *b, int64_t ldb, R
 
 #ifdef DOT_NAME
 /* The dot kernel: for i < DMR, j < DNR, the VLEN lane-wise partial sums
- *   c[i * ldc + j * VLEN + l] (+)= sum_k a[i * lda + k * VLEN + l] * b[j * ldb + k * VLEN + l]
+ *   c[i * ldc + j * VLEN + l] (+)= sum_k a[i * lda + k * VLEN + l] * b[j][k * VLEN + l]
  * over kv vectors of k. Both operands are rows contiguous along the reduction,
- * as dY and unfolded patches are, so nothing is transposed; the lanes are
- * summed once, by the caller, at the very end. */
-static void DOT_NAME(int64_t kv, const REAL *a, int64_t lda, const REAL *b, int64_t ldb, REAL *c,
+ * as dY and unfolded patches (or shifted rows of the padded input) are, so
+ * nothing is transposed; the lanes are summed once, by the caller, at the end. */
+static void DOT_NAME(int64_t kv, const REAL *a, int64_t lda, const REAL *const *b, REAL *c,
                      int64_t ldc, int accumulate)
 {
     VEC acc[DMR][DNR];
@@ -69,7 +69,7 @@ static void DOT_NAME(int64_t kv, const REAL *a, int64_t lda, const REAL *b, int6
         for (int i = 0; i < DMR; i++) av[i] = VLOAD(a + i * lda + k * VLEN);
 #pragma GCC unroll 8
         for (int j = 0; j < DNR; j++) {
-            VEC bj = VLOAD(b + j * ldb + k * VLEN);
+            VEC bj = VLOAD(b[j] + k * VLEN);
 #pragma GCC unroll 8
             for (int i = 0; i < DMR; i++) acc[i][j] = VFMA(av[i], bj, acc[i][j]);
         }

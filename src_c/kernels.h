@@ -21,10 +21,11 @@ typedef void (*ptc_kernel_f64_fn)(int64_t kc, const double *a, const double *b,
 
 /* Dot kernels (weight gradients): a DMR x DNR tile of VLEN-lane partial sums
  * of products of rows contiguous along the reduction; see kernel_template.h. */
-typedef void (*ptc_dot_f32_fn)(int64_t kv, const float *a, int64_t lda, const float *b,
-                               int64_t ldb, float *c, int64_t ldc, int accumulate);
-typedef void (*ptc_dot_f64_fn)(int64_t kv, const double *a, int64_t lda, const double *b,
-                               int64_t ldb, double *c, int64_t ldc, int accumulate);
+typedef void (*ptc_dot_f32_fn)(int64_t kv, const float *a, int64_t lda,
+                               const float *const *b_rows, float *c, int64_t ldc, int accumulate);
+typedef void (*ptc_dot_f64_fn)(int64_t kv, const double *a, int64_t lda,
+                               const double *const *b_rows, double *c, int64_t ldc,
+                               int accumulate);
 
 #define PTC_MAX_NV 8
 

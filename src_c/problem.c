@@ -125,6 +125,13 @@ ptc_status ptc_geometry_init(ptc_geometry *g, const ptc_problem *p)
     return PTC_OK;
 }
 
+int64_t ptc_geometry_in_volume(const ptc_problem *p)
+{
+    int64_t v = 1;
+    for (int d = 0; d < p->ndim; d++) v *= p->in_size[d];
+    return v;
+}
+
 void ptc_geometry_free(ptc_geometry *g)
 {
     free(g->koff);
