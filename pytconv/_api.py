@@ -74,6 +74,8 @@ class _NumPyBackend:
 
 def _backend(*arrays):
     """The backend of the arrays: NumPy, or CuPy when every array is on the GPU."""
+    if all(type(a) is np.ndarray or a is None for a in arrays):
+        return _NumPyBackend
     on_gpu = [type(a).__module__.split(".")[0] == "cupy" for a in arrays if a is not None]
     if not any(on_gpu):
         return _NumPyBackend
@@ -87,14 +89,47 @@ def _backend(*arrays):
     return gpu.backend()
 
 
-def _arrays(fn, backend, **named):
-    """Checked, C-contiguous arrays of one dtype (None stays None)."""
+def _checked(fn, backend, **named):
+    """The arrays as the backend's arrays of one supported dtype, checked but
+    not copied (None stays None): shapes are validated before any copy."""
     arrays = {
         name: None if a is None else _args.as_array(fn, name, a, backend.xp)
         for name, a in named.items()
     }
     _args.common_dtype(fn, **arrays)
-    return [None if a is None else backend.prepare(a) for a in arrays.values()]
+    return list(arrays.values())
+
+
+def _contiguous(backend, *arrays):
+    return [a if a is None or a.flags.c_contiguous else backend.prepare(a) for a in arrays]
+
+
+_F32, _F64 = _args.DTYPES
+
+
+def _plain(x, w, b=None):
+    """True for C-contiguous NumPy arrays of one supported dtype: the common
+    case, which needs neither conversion nor copy."""
+    if type(x) is not np.ndarray or type(w) is not np.ndarray:
+        return False
+    dt = x.dtype
+    if w.dtype is not dt or (dt is not _F32 and dt is not _F64):
+        return False
+    if b is not None and (type(b) is not np.ndarray or b.dtype is not dt or not b.flags.c_contiguous):
+        return False
+    return x.flags.c_contiguous and w.flags.c_contiguous
+
+
+def _prepare(fn, x, w, b=None, names=("input", "weight", "bias")):
+    """(backend, x, w, b): checked arrays; the caller copies after validating shapes."""
+    if _plain(x, w, b):
+        return _NumPyBackend, x, w, b
+    for name, a in ((names[0], x), (names[1], w)):
+        if a is None:
+            raise TypeError(f"{fn}: {name} must be an array, got None")
+    be = _backend(x, w, b)
+    x, w, b = _checked(fn, be, **{names[0]: x, names[1]: w, names[2]: b})
+    return be, x, w, b
 
 
 def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
@@ -105,12 +140,11 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, paddin
     "same" (TensorFlow's rule, any stride) or "valid". ``padding_mode``: "zeros",
     "reflect", "replicate" or "circular". Returns (N, C_out, *out_spatial).
     """
-    be = _backend(x, weight, bias)
-    x, weight, bias = _arrays("conv", be, input=x, weight=weight, bias=bias)
+    be, x, weight, bias = _prepare("conv", x, weight, bias)
     p = _args.conv_problem("conv", x.shape, weight.shape, stride, padding, dilation, groups, padding_mode)
     if bias is not None:
         _args.check_bias("conv", bias, p.out_channels)
-    return be.forward(p, x, weight, bias)
+    return be.forward(p, *_contiguous(be, x, weight, bias))
 
 
 def conv_transpose(
@@ -134,8 +168,7 @@ def conv_transpose(
     given instead of ``output_padding``. Computed directly (GEMM + col2im), never
     by inserting zeros.
     """
-    be = _backend(x, weight, bias)
-    x, weight, bias = _arrays("conv_transpose", be, input=x, weight=weight, bias=bias)
+    be, x, weight, bias = _prepare("conv_transpose", x, weight, bias)
     p = _args.transposed_problem(
         "conv_transpose",
         x.shape,
@@ -150,6 +183,7 @@ def conv_transpose(
     )
     if bias is not None:
         _args.check_bias("conv_transpose", bias, p.in_channels)
+    x, weight = _contiguous(be, x, weight)
     out = be.backward_data(p, x, weight)
     if bias is not None:
         out += bias.reshape((1, -1) + (1,) * p.ndim)
@@ -164,11 +198,10 @@ def conv_input_grad(
     Argument order as ``torch.nn.grad.conv2d_input``.
     """
     fn = "conv_input_grad"
-    be = _backend(weight, grad_output)
-    weight, grad_output = _arrays(fn, be, weight=weight, grad_output=grad_output)
+    be, weight, grad_output, _ = _prepare(fn, weight, grad_output, None, ("weight", "grad_output", ""))
     p = _args.conv_problem(fn, input_shape, weight.shape, stride, padding, dilation, groups, padding_mode)
     _args.check_output_grad(fn, p.y_shape, grad_output.shape)
-    return be.backward_data(p, grad_output, weight)
+    return be.backward_data(p, *_contiguous(be, grad_output, weight))
 
 
 def conv_weight_grad(
@@ -179,11 +212,10 @@ def conv_weight_grad(
     Argument order as ``torch.nn.grad.conv2d_weight``.
     """
     fn = "conv_weight_grad"
-    be = _backend(x, grad_output)
-    x, grad_output = _arrays(fn, be, input=x, grad_output=grad_output)
+    be, x, grad_output, _ = _prepare(fn, x, grad_output, None, ("input", "grad_output", ""))
     p = _args.conv_problem(fn, x.shape, weight_shape, stride, padding, dilation, groups, padding_mode)
     _args.check_output_grad(fn, p.y_shape, grad_output.shape)
-    return be.backward_filter(p, x, grad_output)
+    return be.backward_filter(p, *_contiguous(be, x, grad_output))
 
 
 def conv_transpose_input_grad(
@@ -194,10 +226,10 @@ def conv_transpose_input_grad(
     The output padding is implied by ``grad_output``'s shape.
     """
     fn = "conv_transpose_input_grad"
-    be = _backend(weight, grad_output)
-    weight, grad_output = _arrays(fn, be, weight=weight, grad_output=grad_output)
+    be, weight, grad_output, _ = _prepare(fn, weight, grad_output, None, ("weight", "grad_output", ""))
     p = _transposed_from_output(fn, input_shape, weight.shape, grad_output.shape, stride, padding,
                                 groups, dilation, padding_mode)
+    grad_output, weight = _contiguous(be, grad_output, weight)
     return be.forward(p, grad_output, weight, None)
 
 
@@ -209,11 +241,10 @@ def conv_transpose_weight_grad(
     The output padding is implied by ``grad_output``'s shape.
     """
     fn = "conv_transpose_weight_grad"
-    be = _backend(x, grad_output)
-    x, grad_output = _arrays(fn, be, input=x, grad_output=grad_output)
+    be, x, grad_output, _ = _prepare(fn, x, grad_output, None, ("input", "grad_output", ""))
     p = _transposed_from_output(fn, x.shape, weight_shape, grad_output.shape, stride, padding,
                                 groups, dilation, padding_mode)
-    return be.backward_filter(p, grad_output, x)
+    return be.backward_filter(p, *_contiguous(be, grad_output, x))
 
 
 def _transposed_from_output(fn, x_shape, w_shape, out_shape, stride, padding, groups, dilation, mode):
@@ -234,13 +265,14 @@ def bias_grad(grad_output):
     """Gradient of either operation with respect to its bias: grad_output summed
     over the batch and every spatial position, in a fixed order."""
     be = _backend(grad_output)
-    (grad_output,) = _arrays("bias_grad", be, grad_output=grad_output)
+    (grad_output,) = _checked("bias_grad", be, grad_output=grad_output)
     if grad_output.ndim < 2:
         raise ValueError(f"bias_grad: grad_output must be (batch, channels, ...), got shape {grad_output.shape}")
     if grad_output.shape[1] == 0 or grad_output.size == 0:
         return be.xp.zeros((grad_output.shape[1],), dtype=grad_output.dtype)
     if grad_output.ndim == 2:
         grad_output = grad_output.reshape(grad_output.shape + (1,))
+    (grad_output,) = _contiguous(be, grad_output)
     return be.bias_backward(grad_output)
 
 

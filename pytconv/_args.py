@@ -20,6 +20,7 @@ argument.
 
 from __future__ import annotations
 
+import functools
 import numbers
 import operator
 from typing import NamedTuple
@@ -34,6 +35,9 @@ MAX_SPATIAL_DIMS = 62
 
 # Element counts above this cannot be addressed with 64-bit byte offsets.
 _MAX_ELEMENTS = (2**63 - 1) // 8
+# Any single size, stride, dilation or padding: far beyond what memory holds,
+# small enough that the core's 64-bit arithmetic on it cannot overflow.
+_MAX_INT = 2**62
 
 
 class Problem(NamedTuple):
@@ -94,7 +98,10 @@ def _prod(values) -> int:
 def _int(fn: str, name: str, value) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{fn}: {name} must be an int, got {type(value).__name__} {value!r}")
-    return operator.index(value)
+    value = operator.index(value)
+    if abs(value) > _MAX_INT:
+        raise ValueError(f"{fn}: {name} is too large: {value} (at most 2**62)")
+    return value
 
 
 def per_dim(fn: str, name: str, value, n: int, minimum: int) -> tuple:
@@ -102,7 +109,7 @@ def per_dim(fn: str, name: str, value, n: int, minimum: int) -> tuple:
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{fn}: {name} must be an int or a sequence of {n} ints, got {value!r}")
     if isinstance(value, (numbers.Integral,)) and not isinstance(value, (bool, np.bool_)):
-        values = (operator.index(value),) * n
+        values = (_int(fn, name, value),) * n
     else:
         try:
             seq = tuple(value)
@@ -136,7 +143,7 @@ def padding_spec(fn: str, padding, n: int):
             )
         return name
     if isinstance(padding, numbers.Integral) and not isinstance(padding, (bool, np.bool_)):
-        p = operator.index(padding)
+        p = _int(fn, "padding", padding)
         if p < 0:
             raise ValueError(f"{fn}: padding must be >= 0, got {padding!r}")
         return ((p, p),) * n
@@ -157,7 +164,7 @@ def padding_spec(fn: str, padding, n: int):
     pairs = []
     for item in seq:
         if isinstance(item, numbers.Integral) and not isinstance(item, (bool, np.bool_)):
-            lo = hi = operator.index(item)
+            lo = hi = _int(fn, "padding", item)
         else:
             try:
                 pair = tuple(item)
@@ -282,7 +289,84 @@ def _channels(fn, x_shape, w_shape, groups, x_name, w_name, per_group_axis):
     return n, groups
 
 
-def conv_problem(
+class _Uncacheable(Exception):
+    pass
+
+
+def _key(value):
+    """A hashable key that tells apart everything validation tells apart:
+    only plain ints, strings, None and (nested) sequences of them qualify;
+    anything else (bools, NumPy scalars, floats, ...) takes the uncached,
+    validating path."""
+    kind = type(value)
+    if kind is int or kind is str or value is None:
+        return value
+    if kind is tuple or kind is list:
+        if set(map(type, value)) <= _INT_ONLY:  # shapes: checked at C speed
+            return tuple(value)
+        return tuple(_key(v) for v in value)
+    raise _Uncacheable
+
+
+_INT_ONLY = {int}
+_PLAIN = {int, str, tuple, type(None)}
+
+
+def _cached(build):
+    """Memoises a Problem builder on its arguments: a call with arguments seen
+    before (the common case in a training loop) costs a dictionary lookup.
+    Only arguments of exact plain types are cached, so that a bool or a float
+    equal to an int still reaches validation (and its error). Errors are
+    raised again on every call (they are not cached)."""
+    cache = {}
+
+    def lookup(key):
+        problem = cache.get(key)
+        if problem is None:
+            problem = build(*key)
+            if len(cache) >= 4096:
+                cache.clear()
+            cache[key] = problem
+        return problem
+
+    @functools.wraps(build)
+    def wrapper(*args):
+        for a in args:
+            kind = type(a)
+            if kind is tuple:
+                if not set(map(type, a)) <= _INT_ONLY:
+                    break
+            elif kind is not int and kind is not str and a is not None:
+                break
+        else:  # plain ints, strings, None and tuples of ints (shapes)
+            return lookup(args)
+        try:
+            key = tuple(_key(a) for a in args)
+        except _Uncacheable:
+            return build(*args)
+        return lookup(key)
+
+    wrapper.cache_clear = cache.clear
+    return wrapper
+
+
+def conv_problem(*args, **kwargs) -> Problem:
+    """The Problem of ``conv(x, w)`` (PyTorch's conv{n}d semantics); arguments
+    as `_conv_problem`."""
+    if kwargs:
+        return _conv_problem(*args, **kwargs)
+    return _conv_problem_cached(*args)
+
+
+def transposed_problem(*args, **kwargs) -> Problem:
+    """The Problem of the convolution whose transpose ``conv_transpose(x, w)``
+    is; arguments as `_transposed_problem`."""
+    if kwargs:
+        return _transposed_problem(*args, **kwargs)
+    return _transposed_problem_cached(*args)
+
+
+def _conv_problem(
     fn,
     x_shape,
     w_shape,
@@ -344,7 +428,7 @@ def conv_problem(
     return problem
 
 
-def transposed_problem(
+def _transposed_problem(
     fn,
     x_shape,
     w_shape,
@@ -388,6 +472,11 @@ def transposed_problem(
             raise ValueError(f"{fn}: give output_padding or output_shape, not both")
     else:
         output_padding = per_dim(fn, "output_padding", output_padding, n, 0)
+        if spec == "same" and any(output_padding):
+            raise ValueError(
+                f"{fn}: padding='same' fixes the output size (input * stride); give output_shape "
+                f"to choose another size, not output_padding={output_padding}"
+            )
 
     lows, highs, out_size = [], [], []
     for d in range(n):
@@ -410,7 +499,7 @@ def transposed_problem(
         limit = max(s, dl)
         if wanted is not None:
             op = wanted[d] - smallest
-            if not 0 <= op < limit or smallest < 1:
+            if not 0 <= op < limit:
                 lo_ok, hi_ok = max(smallest, 1), smallest + limit - 1
                 raise ValueError(
                     f"{fn}: output_shape {tuple(wanted)} cannot be reached in dimension {d}: "
@@ -455,6 +544,10 @@ def transposed_problem(
     )
     _check_sizes(fn, problem)
     return problem
+
+
+_conv_problem_cached = _cached(_conv_problem)
+_transposed_problem_cached = _cached(_transposed_problem)
 
 
 def _is_default_output_padding(value) -> bool:

@@ -69,24 +69,34 @@ cdef dict _MODES = {
     "circular": PTC_PAD_CIRCULAR,
 }
 
-cdef int _fill(ptc_problem *p, problem) except -1:
-    cdef int d, n = len(problem.kernel)
+cdef int _fill(ptc_problem *p, object obj) except -1:
+    # A Problem is a NamedTuple: (batch, in_channels, out_channels, groups,
+    # in_size, out_size, kernel, stride, dilation, pad_low, pad_high,
+    # padding_mode). Indexing it as a tuple skips attribute lookups, which
+    # are a good part of a tiny call's cost.
+    if not isinstance(obj, tuple) or len(<tuple>obj) != 12:
+        raise TypeError("pytconv: internal error, expected a Problem")
+    cdef tuple problem = <tuple>obj
+    cdef tuple in_size = problem[4], out_size = problem[5], kernel = problem[6]
+    cdef tuple stride = problem[7], dilation = problem[8], pad_low = problem[9]
+    cdef tuple pad_high = problem[10]
+    cdef int d, n = len(kernel)
     if n < 1 or n > PTC_MAX_NDIM:
         raise ValueError(f"pytconv: {n} spatial dimensions, 1..{PTC_MAX_NDIM} supported")
     p.ndim = n
-    p.batch = problem.batch
-    p.in_channels = problem.in_channels
-    p.out_channels = problem.out_channels
-    p.groups = problem.groups
+    p.batch = problem[0]
+    p.in_channels = problem[1]
+    p.out_channels = problem[2]
+    p.groups = problem[3]
     for d in range(n):
-        p.in_size[d] = problem.in_size[d]
-        p.out_size[d] = problem.out_size[d]
-        p.kernel[d] = problem.kernel[d]
-        p.stride[d] = problem.stride[d]
-        p.dilation[d] = problem.dilation[d]
-        p.pad_low[d] = problem.pad_low[d]
-        p.pad_high[d] = problem.pad_high[d]
-    p.padding_mode = _MODES[problem.padding_mode]
+        p.in_size[d] = in_size[d]
+        p.out_size[d] = out_size[d]
+        p.kernel[d] = kernel[d]
+        p.stride[d] = stride[d]
+        p.dilation[d] = dilation[d]
+        p.pad_low[d] = pad_low[d]
+        p.pad_high[d] = pad_high[d]
+    p.padding_mode = _MODES[problem[11]]
     return 0
 
 cdef int _stop_on_signal(void *data) noexcept nogil:

@@ -86,17 +86,15 @@ ptc_status ptc_geometry_init(ptc_geometry *g, const ptc_problem *p)
         g->kvol *= p->kernel[d];
     }
     g->kdim = g->cin_g * g->kvol;
+    /* One block for the per-offset tables: koff (kvol x nd), then five of kvol. */
     size_t kv = (size_t)g->kvol;
-    g->koff = malloc(kv * (size_t)nd * sizeof(int64_t));
-    g->kdelta = malloc(kv * sizeof(int64_t));
-    g->shift = malloc(kv * sizeof(int64_t));
-    g->last_lo = malloc(kv * sizeof(int64_t));
-    g->last_hi = malloc(kv * sizeof(int64_t));
-    g->outer_delta = malloc(kv * sizeof(int64_t));
-    if (!g->koff || !g->kdelta || !g->shift || !g->last_lo || !g->last_hi || !g->outer_delta) {
-        ptc_geometry_free(g);
-        return PTC_ERR_NO_MEMORY;
-    }
+    g->koff = malloc(kv * ((size_t)nd + 5) * sizeof(int64_t));
+    if (!g->koff) return PTC_ERR_NO_MEMORY;
+    g->kdelta = g->koff + kv * (size_t)nd;
+    g->shift = g->kdelta + kv;
+    g->last_lo = g->shift + kv;
+    g->last_hi = g->last_lo + kv;
+    g->outer_delta = g->last_hi + kv;
     for (int d = 0; d < nd; d++) g->koff_max[d] = p->dilation[d] * (p->kernel[d] - 1);
     int last = nd - 1;
     int64_t s = p->stride[last];
@@ -134,12 +132,7 @@ int64_t ptc_geometry_in_volume(const ptc_problem *p)
 
 void ptc_geometry_free(ptc_geometry *g)
 {
-    free(g->koff);
-    free(g->kdelta);
-    free(g->shift);
-    free(g->last_lo);
-    free(g->last_hi);
-    free(g->outer_delta);
+    free(g->koff); /* the one block of every table */
     g->koff = g->kdelta = g->shift = g->last_lo = g->last_hi = g->outer_delta = NULL;
 }
 
