@@ -9,4 +9,6 @@
 #define KERNEL_VLEN(ks) ((int64_t)(ks)->vlen_f64)
 #define KERNEL_NV(ks) ((int64_t)(ks)->nv_f64)
 #define DOT_KERNEL(ks) ((ks)->dot_f64)
+#define AXPY(ks) ((ks)->axpy_f64)
+#define DOTV(ks) ((ks)->dotv_f64)
 #include "conv_template.h"

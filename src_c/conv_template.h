@@ -37,6 +37,14 @@ static REAL *FN(alloc)(int64_t n)
     return (REAL *)calloc((size_t)n, sizeof(REAL));
 }
 
+/* Non-zero when every element is finite. */
+static int FN(all_finite)(const REAL *x, int64_t n)
+{
+    REAL acc = 0;
+    for (int64_t i = 0; i < n; i++) acc += x[i] * 0; /* NaN iff some x is NaN or Inf */
+    return acc == 0;
+}
+
 /* A row stride of at least n elements, a multiple of nr, and not a multiple of
  * 256 bytes, so that the rows of a micro-panel do not fall into the same L1
  * cache sets. */
@@ -659,6 +667,360 @@ static int FN(needs_explicit_padding)(const ptc_problem *p)
     return 0;
 }
 
+/* ---- direct paths: one input channel per group --------------------------- */
+
+/* Depthwise convolutions (and channel multipliers up to 4) are memory-bound
+ * and their GEMMs degenerate (one row of an 8-row tile, a k-loop of 9), so
+ * they run directly: for each kernel offset, an axpy of the shifted input row
+ * into the output row, a dot of them for the weight gradient. Each output is
+ * summed over the kernel offsets in order; tiles of positions (fixed per
+ * problem) only split the rows. */
+
+static int FN(direct_ok)(const ptc_problem *p)
+{
+    return p->in_channels == p->groups && p->out_channels / p->groups <= 4;
+}
+
+typedef struct {
+    const ptc_geometry *g;
+    const ptc_kernel_set *ks;
+    const REAL *x, *w, *bias, *dy;
+    REAL *out;
+    int64_t nc, ntiles, seg_cap;
+    ptc_segment **segs; /* per thread */
+} FN(direct_job);
+
+#define DIRECT_TILE 4096
+
+static ptc_status FN(direct_segments)(FN(direct_job) *job, int tid, ptc_segment **out)
+{
+    if (!job->segs[tid]) {
+        job->segs[tid] = (ptc_segment *)calloc((size_t)job->seg_cap, sizeof(ptc_segment));
+        if (!job->segs[tid]) return PTC_ERR_NO_MEMORY;
+    }
+    *out = job->segs[tid];
+    return PTC_OK;
+}
+
+static ptc_status FN(direct_forward_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
+{
+    (void)par;
+    FN(direct_job) *job = (FN(direct_job) *)vjob;
+    const ptc_geometry *g = job->g;
+    const ptc_problem *p = g->p;
+    ptc_segment *segs;
+    ptc_status st = FN(direct_segments)(job, tid, &segs);
+    if (st != PTC_OK) return st;
+    int64_t tile = t % job->ntiles, grp = t / job->ntiles % p->groups, n = t / job->ntiles / p->groups;
+    int64_t P = g->out_spatial, p0 = tile * job->nc, nc = FN(min64)(job->nc, P - p0);
+    int64_t nseg = ptc_segments(g, p0, nc, segs), s = p->stride[p->ndim - 1];
+    const REAL *xc = job->x + (n * p->in_channels + grp) * g->in_spatial;
+    for (int64_t j = 0; j < g->cout_g; j++) {
+        int64_t co = grp * g->cout_g + j;
+        REAL *yrow = job->out + (n * p->out_channels + co) * P + p0;
+        memset(yrow, 0, (size_t)nc * sizeof(REAL));
+        for (int64_t q = 0; q < g->kvol; q++) {
+            REAL wq = job->w[co * g->kvol + q];
+            for (int64_t si = 0; si < nseg; si++) {
+                const ptc_segment *sg = &segs[si];
+                int64_t off = ptc_row_offset(g, sg, q), lo, hi;
+                if (off < 0) continue;
+                ptc_last_dim_range(g, q, sg->o_last, sg->len, &lo, &hi);
+                if (hi > lo)
+                    AXPY(job->ks)(hi - lo, wq, xc + off + lo * s + g->shift[q], s,
+                                  yrow + sg->col + (lo - sg->o_last), 1);
+            }
+        }
+        if (job->bias)
+            for (int64_t i = 0; i < nc; i++) yrow[i] += job->bias[co];
+    }
+    return PTC_OK;
+}
+
+static ptc_status FN(direct_data_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
+{
+    FN(direct_job) *job = (FN(direct_job) *)vjob;
+    const ptc_geometry *g = job->g;
+    const ptc_problem *p = g->p;
+    ptc_segment *segs;
+    ptc_status st = FN(direct_segments)(job, tid, &segs);
+    if (st != PTC_OK) return st;
+    int64_t grp = t % p->groups, n = t / p->groups, P = g->out_spatial;
+    int64_t s = p->stride[p->ndim - 1];
+    REAL *dxc = job->out + (n * p->in_channels + grp) * g->in_spatial;
+    memset(dxc, 0, (size_t)g->in_spatial * sizeof(REAL));
+    for (int64_t tile = 0; tile < job->ntiles; tile++) {
+        int64_t p0 = tile * job->nc, nc = FN(min64)(job->nc, P - p0);
+        int64_t nseg = ptc_segments(g, p0, nc, segs);
+        for (int64_t j = 0; j < g->cout_g; j++) {
+            int64_t co = grp * g->cout_g + j;
+            const REAL *dyrow = job->dy + (n * p->out_channels + co) * P + p0;
+            for (int64_t q = 0; q < g->kvol; q++) {
+                REAL wq = job->w[co * g->kvol + q];
+                for (int64_t si = 0; si < nseg; si++) {
+                    const ptc_segment *sg = &segs[si];
+                    int64_t off = ptc_row_offset(g, sg, q), lo, hi;
+                    if (off < 0) continue;
+                    ptc_last_dim_range(g, q, sg->o_last, sg->len, &lo, &hi);
+                    if (hi > lo)
+                        AXPY(job->ks)(hi - lo, wq, dyrow + sg->col + (lo - sg->o_last), 1,
+                                      dxc + off + lo * s + g->shift[q], s);
+                }
+            }
+        }
+        if (ptc_poll(par, tid)) break;
+    }
+    return PTC_OK;
+}
+
+static ptc_status FN(direct_filter_task)(void *vjob, int64_t grp, int tid, ptc_parallel *par)
+{
+    FN(direct_job) *job = (FN(direct_job) *)vjob;
+    const ptc_geometry *g = job->g;
+    const ptc_problem *p = g->p;
+    ptc_segment *segs;
+    ptc_status st = FN(direct_segments)(job, tid, &segs);
+    if (st != PTC_OK) return st;
+    int64_t P = g->out_spatial, s = p->stride[p->ndim - 1];
+    REAL *dw = job->out + grp * g->cout_g * g->kvol;
+    memset(dw, 0, (size_t)(g->cout_g * g->kvol) * sizeof(REAL));
+    for (int64_t n = 0; n < p->batch; n++) {
+        const REAL *xc = job->x + (n * p->in_channels + grp) * g->in_spatial;
+        for (int64_t tile = 0; tile < job->ntiles; tile++) {
+            int64_t p0 = tile * job->nc, nc = FN(min64)(job->nc, P - p0);
+            int64_t nseg = ptc_segments(g, p0, nc, segs);
+            for (int64_t j = 0; j < g->cout_g; j++) {
+                int64_t co = grp * g->cout_g + j;
+                const REAL *dyrow = job->dy + (n * p->out_channels + co) * P + p0;
+                for (int64_t q = 0; q < g->kvol; q++) {
+                    REAL acc = 0;
+                    for (int64_t si = 0; si < nseg; si++) {
+                        const ptc_segment *sg = &segs[si];
+                        int64_t off = ptc_row_offset(g, sg, q), lo, hi;
+                        if (off < 0) continue;
+                        ptc_last_dim_range(g, q, sg->o_last, sg->len, &lo, &hi);
+                        if (hi > lo)
+                            acc += DOTV(job->ks)(hi - lo, xc + off + lo * s + g->shift[q], s,
+                                                 dyrow + sg->col + (lo - sg->o_last));
+                    }
+                    dw[j * g->kvol + q] += acc;
+                }
+            }
+            if (ptc_poll(par, tid)) return PTC_OK;
+        }
+    }
+    return PTC_OK;
+}
+
+/* Stride 1: one plane at a time on its padded grid (as the shifted GEMM path
+ * does): the plane is padded into a per-thread buffer, and each kernel offset
+ * is one long axpy (or dot) over the whole grid; the origins between output
+ * rows are computed and dropped. */
+typedef struct {
+    const ptc_geometry *pg; /* geometry of the padded problem: pad 0 */
+    int64_t pvol, vspan;
+    REAL **buf;             /* per thread: padded plane, then the grid buffer */
+} FN(plane_job);
+
+static void FN(pad_plane)(const ptc_problem *p, const ptc_geometry *pg, const REAL *src, REAL *dst,
+                          int64_t pvol)
+{
+    memset(dst, 0, (size_t)pvol * sizeof(REAL));
+    int last = p->ndim - 1;
+    int64_t row = p->in_size[last], rows = ptc_geometry_in_volume(p) / row;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t rest = r, off = p->pad_low[last];
+        for (int d = last - 1; d >= 0; d--) {
+            off += (rest % p->in_size[d] + p->pad_low[d]) * pg->in_stride[d];
+            rest /= p->in_size[d];
+        }
+        memcpy(dst + off, src + r * row, (size_t)row * sizeof(REAL));
+    }
+}
+
+/* Origin on the padded grid of the first output of output row r. */
+static int64_t FN(row_origin)(const ptc_geometry *pg, int64_t r)
+{
+    const ptc_problem *q = pg->p;
+    int64_t v = 0;
+    for (int d = q->ndim - 2; d >= 0; d--) {
+        v += (r % q->out_size[d]) * pg->in_stride[d];
+        r /= q->out_size[d];
+    }
+    return v;
+}
+
+static ptc_status FN(plane_buffers)(FN(direct_job) *job, FN(plane_job) *pj, int tid, REAL **xpb,
+                                    REAL **grid)
+{
+    if (!pj->buf[tid]) {
+        int64_t vlen = 64; /* slack for vector reads past the grid's end */
+        pj->buf[tid] = FN(alloc)(pj->pvol + vlen + pj->vspan + vlen);
+        if (!pj->buf[tid]) return PTC_ERR_NO_MEMORY;
+    }
+    (void)job;
+    *xpb = pj->buf[tid];
+    *grid = pj->buf[tid] + pj->pvol + 64;
+    return PTC_OK;
+}
+
+typedef struct {
+    FN(direct_job) base;
+    FN(plane_job) plane;
+} FN(direct_plane_job);
+
+static ptc_status FN(plane_forward_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
+{
+    (void)par;
+    FN(direct_plane_job) *dj = (FN(direct_plane_job) *)vjob;
+    FN(direct_job) *job = &dj->base;
+    FN(plane_job) *pj = &dj->plane;
+    const ptc_geometry *g = job->g, *pg = pj->pg;
+    const ptc_problem *p = g->p;
+    REAL *xpb, *grid;
+    ptc_status st = FN(plane_buffers)(job, pj, tid, &xpb, &grid);
+    if (st != PTC_OK) return st;
+    int64_t grp = t % p->groups, n = t / p->groups, P = g->out_spatial;
+    int64_t row = p->out_size[p->ndim - 1], rows = P / row;
+    FN(pad_plane)(p, pg, job->x + (n * p->in_channels + grp) * g->in_spatial, xpb, pj->pvol);
+    for (int64_t j = 0; j < g->cout_g; j++) {
+        int64_t co = grp * g->cout_g + j;
+        memset(grid, 0, (size_t)pj->vspan * sizeof(REAL));
+        for (int64_t q = 0; q < g->kvol; q++)
+            AXPY(job->ks)(pj->vspan, job->w[co * g->kvol + q], xpb + pg->kdelta[q], 1, grid, 1);
+        REAL *y = job->out + (n * p->out_channels + co) * P;
+        REAL b = job->bias ? job->bias[co] : 0;
+        for (int64_t r = 0; r < rows; r++) {
+            const REAL *src = grid + FN(row_origin)(pg, r);
+            for (int64_t i = 0; i < row; i++) y[r * row + i] = src[i] + b;
+        }
+    }
+    return PTC_OK;
+}
+
+static ptc_status FN(plane_filter_task)(void *vjob, int64_t grp, int tid, ptc_parallel *par)
+{
+    FN(direct_plane_job) *dj = (FN(direct_plane_job) *)vjob;
+    FN(direct_job) *job = &dj->base;
+    FN(plane_job) *pj = &dj->plane;
+    const ptc_geometry *g = job->g, *pg = pj->pg;
+    const ptc_problem *p = g->p;
+    REAL *xpb, *grid;
+    ptc_status st = FN(plane_buffers)(job, pj, tid, &xpb, &grid);
+    if (st != PTC_OK) return st;
+    ptc_segment *segs = NULL;
+    int64_t P = g->out_spatial, row = p->out_size[p->ndim - 1], rows = P / row;
+    REAL *dw = job->out + grp * g->cout_g * g->kvol;
+    memset(dw, 0, (size_t)(g->cout_g * g->kvol) * sizeof(REAL));
+    for (int64_t n = 0; n < p->batch; n++) {
+        const REAL *xc = job->x + (n * p->in_channels + grp) * g->in_spatial;
+        FN(pad_plane)(p, pg, xc, xpb, pj->pvol);
+        /* The grid's dropped origins multiply dY's zeros there: exact unless the
+         * plane holds an Inf or a NaN, which then takes the row-by-row way. */
+        int finite = FN(all_finite)(xpb, pj->pvol);
+        for (int64_t j = 0; j < g->cout_g; j++) {
+            int64_t co = grp * g->cout_g + j;
+            const REAL *dy = job->dy + (n * p->out_channels + co) * P;
+            if (finite) {
+                memset(grid, 0, (size_t)pj->vspan * sizeof(REAL));
+                for (int64_t r = 0; r < rows; r++)
+                    memcpy(grid + FN(row_origin)(pg, r), dy + r * row, (size_t)row * sizeof(REAL));
+                for (int64_t q = 0; q < g->kvol; q++)
+                    dw[j * g->kvol + q] += DOTV(job->ks)(pj->vspan, xpb + pg->kdelta[q], 1, grid);
+                continue;
+            }
+            if (!segs) {
+                st = FN(direct_segments)(job, tid, &segs);
+                if (st != PTC_OK) return st;
+            }
+            for (int64_t tile = 0; tile < job->ntiles; tile++) {
+                int64_t p0 = tile * job->nc, nc = FN(min64)(job->nc, P - p0);
+                int64_t nseg = ptc_segments(g, p0, nc, segs);
+                for (int64_t q = 0; q < g->kvol; q++) {
+                    REAL acc = 0;
+                    for (int64_t si = 0; si < nseg; si++) {
+                        const ptc_segment *sg = &segs[si];
+                        int64_t off = ptc_row_offset(g, sg, q), lo, hi;
+                        if (off < 0) continue;
+                        ptc_last_dim_range(g, q, sg->o_last, sg->len, &lo, &hi);
+                        if (hi > lo)
+                            acc += DOTV(job->ks)(hi - lo, xc + off + lo + g->shift[q], 1,
+                                                 dy + p0 + sg->col + (lo - sg->o_last));
+                    }
+                    dw[j * g->kvol + q] += acc;
+                }
+            }
+        }
+        if (ptc_poll(par, tid)) return PTC_OK;
+    }
+    return PTC_OK;
+}
+
+/* op: 0 forward, 1 backward data, 2 backward filter. */
+static ptc_status FN(direct)(int op, const ptc_problem *p, const REAL *a, const REAL *b,
+                             const REAL *bias, REAL *out, const ptc_options *opt)
+{
+    ptc_geometry g;
+    ptc_status st = ptc_geometry_init(&g, p);
+    if (st != PTC_OK) return st;
+    FN(direct_job) job;
+    memset(&job, 0, sizeof(job));
+    job.g = &g;
+    job.ks = ptc_kernels();
+    job.out = out;
+    job.bias = bias;
+    if (op == 0) { job.x = a; job.w = b; }
+    if (op == 1) { job.dy = a; job.w = b; }
+    if (op == 2) { job.x = a; job.dy = b; }
+    int64_t P = g.out_spatial;
+    job.nc = FN(min64)(P, DIRECT_TILE);
+    job.ntiles = FN(ceil_div)(P, job.nc);
+    job.seg_cap = job.nc / p->out_size[p->ndim - 1] + 2;
+    double work = 2.0 * (double)p->batch * (double)p->out_channels * (double)g.kvol * (double)P;
+    int nthreads = ptc_threads_for_work(work);
+    job.segs = (ptc_segment **)calloc((size_t)nthreads, sizeof(ptc_segment *));
+    if (!job.segs) st = PTC_ERR_NO_MEMORY;
+    int stride_one = 1;
+    for (int d = 0; d < p->ndim; d++) stride_one &= p->stride[d] == 1;
+    if (st == PTC_OK && stride_one && op != 1) {
+        FN(direct_plane_job) dj;
+        memset(&dj, 0, sizeof(dj));
+        dj.base = job;
+        ptc_problem padded = FN(padded_problem)(p, &dj.plane.pvol);
+        ptc_geometry pg;
+        st = ptc_geometry_init(&pg, &padded);
+        if (st == PTC_OK) {
+            dj.plane.pg = &pg;
+            dj.plane.vspan = 1;
+            for (int d = 0; d < p->ndim; d++) dj.plane.vspan += (p->out_size[d] - 1) * pg.in_stride[d];
+            dj.plane.buf = (REAL **)calloc((size_t)nthreads, sizeof(REAL *));
+            if (!dj.plane.buf) st = PTC_ERR_NO_MEMORY;
+            if (st == PTC_OK)
+                st = op == 0 ? ptc_parallel_for(p->batch * p->groups, nthreads,
+                                                FN(plane_forward_task), &dj, opt)
+                             : ptc_parallel_for(p->groups, nthreads, FN(plane_filter_task), &dj, opt);
+            if (dj.plane.buf)
+                for (int i = 0; i < nthreads; i++) free(dj.plane.buf[i]);
+            free(dj.plane.buf);
+            ptc_geometry_free(&pg);
+        }
+        job.segs = dj.base.segs;
+    } else if (st == PTC_OK) {
+        if (op == 0)
+            st = ptc_parallel_for(p->batch * p->groups * job.ntiles, nthreads,
+                                  FN(direct_forward_task), &job, opt);
+        else if (op == 1)
+            st = ptc_parallel_for(p->batch * p->groups, nthreads, FN(direct_data_task), &job, opt);
+        else
+            st = ptc_parallel_for(p->groups, nthreads, FN(direct_filter_task), &job, opt);
+    }
+    if (job.segs)
+        for (int i = 0; i < nthreads; i++) free(job.segs[i]);
+    free(job.segs);
+    ptc_geometry_free(&g);
+    return st;
+}
+
 /* ---- stride 1: shifted windows of the padded input ----------------------- */
 
 /* With stride 1 the patch of kernel offset q at output position o is the
@@ -887,14 +1249,6 @@ static ptc_status FN(backward_data_flipped)(const ptc_problem *p, const REAL *dy
     return st;
 }
 
-/* Non-zero when every element is finite. */
-static int FN(all_finite)(const REAL *x, int64_t n)
-{
-    REAL acc = 0;
-    for (int64_t i = 0; i < n; i++) acc += x[i] * 0; /* NaN iff some x is NaN or Inf */
-    return acc == 0;
-}
-
 static ptc_status FN(filter_shifted_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
 {
     FN(filter_job) *fj = (FN(filter_job) *)vjob;
@@ -1007,6 +1361,7 @@ static ptc_status FN(backward_filter_shifted)(const ptc_problem *p, const REAL *
 static ptc_status FN(forward_dispatch)(const ptc_problem *p, const REAL *x, const REAL *w,
                                        const REAL *bias, REAL *y, const ptc_options *opt)
 {
+    if (FN(direct_ok)(p)) return FN(direct)(0, p, x, w, bias, y, opt);
     if (FN(shifted_ok)(p)) return FN(forward_shifted)(p, x, w, bias, y, opt);
     return FN(forward_zero_padded)(p, x, w, bias, y, opt);
 }
@@ -1014,7 +1369,9 @@ static ptc_status FN(forward_dispatch)(const ptc_problem *p, const REAL *x, cons
 static ptc_status FN(backward_data_dispatch)(const ptc_problem *p, const REAL *dy, const REAL *w,
                                              REAL *dx, const ptc_options *opt)
 {
+    /* The flipped problem of a depthwise one is depthwise again: both gather. */
     if (FN(flip_ok)(p)) return FN(backward_data_flipped)(p, dy, w, dx, opt);
+    if (FN(direct_ok)(p)) return FN(direct)(1, p, dy, w, NULL, dx, opt);
     return FN(backward_data_zero_padded)(p, dy, w, dx, opt);
 }
 
@@ -1023,6 +1380,7 @@ static ptc_status FN(backward_filter_dispatch)(const ptc_problem *p, const REAL 
 {
     /* The shifted path also multiplies x by the zeros of dY between rows: only
      * exact when x holds no Inf or NaN (0 * Inf is NaN). */
+    if (FN(direct_ok)(p)) return FN(direct)(2, p, x, dy, NULL, dw, opt);
     if (p->batch > 0 && FN(shifted_ok)(p) &&
         FN(all_finite)(x, p->batch * p->in_channels * ptc_geometry_in_volume(p)))
         return FN(backward_filter_shifted)(p, x, dy, dw, opt);

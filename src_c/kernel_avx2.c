@@ -24,10 +24,14 @@
 #define NV 2
 #define KERNEL_NAME kernel_avx2_f32_2
 #define DOT_NAME dot_avx2_f32
+#define AXPY_NAME axpy_avx2_f32
+#define DOTV_NAME dotv_avx2_f32
 #include "kernel_template.h"
 #undef NV
 #undef KERNEL_NAME
 #undef DOT_NAME
+#undef AXPY_NAME
+#undef DOTV_NAME
 #undef REAL
 #undef VEC
 #undef VLEN
@@ -57,10 +61,14 @@
 #define NV 2
 #define KERNEL_NAME kernel_avx2_f64_2
 #define DOT_NAME dot_avx2_f64
+#define AXPY_NAME axpy_avx2_f64
+#define DOTV_NAME dotv_avx2_f64
 #include "kernel_template.h"
 #undef NV
 #undef KERNEL_NAME
 #undef DOT_NAME
+#undef AXPY_NAME
+#undef DOTV_NAME
 #undef REAL
 #undef VEC
 #undef VLEN
@@ -77,4 +85,5 @@ const ptc_kernel_set ptc_kernels_avx2 = {
     6, 8, 2, {kernel_avx2_f32_1, kernel_avx2_f32_2},
     6, 4, 2, {kernel_avx2_f64_1, kernel_avx2_f64_2},
     DMR, DNR, dot_avx2_f32, dot_avx2_f64,
+    axpy_avx2_f32, axpy_avx2_f64, dotv_avx2_f32, dotv_avx2_f64,
 };

@@ -31,10 +31,14 @@
 #define NV 3
 #define KERNEL_NAME kernel_avx512_f32_3
 #define DOT_NAME dot_avx512_f32
+#define AXPY_NAME axpy_avx512_f32
+#define DOTV_NAME dotv_avx512_f32
 #include "kernel_template.h"
 #undef NV
 #undef KERNEL_NAME
 #undef DOT_NAME
+#undef AXPY_NAME
+#undef DOTV_NAME
 #undef REAL
 #undef VEC
 #undef VLEN
@@ -69,10 +73,14 @@
 #define NV 3
 #define KERNEL_NAME kernel_avx512_f64_3
 #define DOT_NAME dot_avx512_f64
+#define AXPY_NAME axpy_avx512_f64
+#define DOTV_NAME dotv_avx512_f64
 #include "kernel_template.h"
 #undef NV
 #undef KERNEL_NAME
 #undef DOT_NAME
+#undef AXPY_NAME
+#undef DOTV_NAME
 #undef REAL
 #undef VEC
 #undef VLEN
@@ -89,4 +97,5 @@ const ptc_kernel_set ptc_kernels_avx512 = {
     8, 16, 3, {kernel_avx512_f32_1, kernel_avx512_f32_2, kernel_avx512_f32_3},
     8, 8, 3, {kernel_avx512_f64_1, kernel_avx512_f64_2, kernel_avx512_f64_3},
     DMR, DNR, dot_avx512_f32, dot_avx512_f64,
+    axpy_avx512_f32, axpy_avx512_f64, dotv_avx512_f32, dotv_avx512_f64,
 };

@@ -55,10 +55,14 @@
 #define NV 8
 #define KERNEL_NAME kernel_generic_f32_8
 #define DOT_NAME dot_generic_f32
+#define AXPY_NAME axpy_generic_f32
+#define DOTV_NAME dotv_generic_f32
 #include "kernel_template.h"
 #undef NV
 #undef KERNEL_NAME
 #undef DOT_NAME
+#undef AXPY_NAME
+#undef DOTV_NAME
 #undef REAL
 #undef VEC
 #undef VLEN
@@ -118,10 +122,14 @@
 #define NV 8
 #define KERNEL_NAME kernel_generic_f64_8
 #define DOT_NAME dot_generic_f64
+#define AXPY_NAME axpy_generic_f64
+#define DOTV_NAME dotv_generic_f64
 #include "kernel_template.h"
 #undef NV
 #undef KERNEL_NAME
 #undef DOT_NAME
+#undef AXPY_NAME
+#undef DOTV_NAME
 #undef REAL
 #undef VEC
 #undef VLEN
@@ -138,4 +146,5 @@ const ptc_kernel_set ptc_kernels_generic = {
     4, 1, 8, {kernel_generic_f32_1, kernel_generic_f32_2, kernel_generic_f32_3, kernel_generic_f32_4, kernel_generic_f32_5, kernel_generic_f32_6, kernel_generic_f32_7, kernel_generic_f32_8},
     4, 1, 8, {kernel_generic_f64_1, kernel_generic_f64_2, kernel_generic_f64_3, kernel_generic_f64_4, kernel_generic_f64_5, kernel_generic_f64_6, kernel_generic_f64_7, kernel_generic_f64_8},
     DMR, DNR, dot_generic_f32, dot_generic_f64,
+    axpy_generic_f32, axpy_generic_f64, dotv_generic_f32, dotv_generic_f64,
 };

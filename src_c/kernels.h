@@ -27,6 +27,14 @@ typedef void (*ptc_dot_f64_fn)(int64_t kv, const double *a, int64_t lda,
                                const double *const *b_rows, double *c, int64_t ldc,
                                int accumulate);
 
+/* Vector helpers of the direct paths (one input channel per group). */
+typedef void (*ptc_axpy_f32_fn)(int64_t n, float a, const float *x, int64_t incx, float *y,
+                                int64_t incy);
+typedef void (*ptc_axpy_f64_fn)(int64_t n, double a, const double *x, int64_t incx, double *y,
+                                int64_t incy);
+typedef float (*ptc_dotv_f32_fn)(int64_t n, const float *x, int64_t incx, const float *y);
+typedef double (*ptc_dotv_f64_fn)(int64_t n, const double *x, int64_t incx, const double *y);
+
 #define PTC_MAX_NV 8
 
 /* One ISA's kernels. f32[v - 1] computes a tile of mr_f32 rows and
@@ -42,6 +50,10 @@ typedef struct {
     int dmr, dnr; /* dot tile, the same for both types; lanes = vlen */
     ptc_dot_f32_fn dot_f32;
     ptc_dot_f64_fn dot_f64;
+    ptc_axpy_f32_fn axpy_f32;
+    ptc_axpy_f64_fn axpy_f64;
+    ptc_dotv_f32_fn dotv_f32;
+    ptc_dotv_f64_fn dotv_f64;
 } ptc_kernel_set;
 
 extern const ptc_kernel_set ptc_kernels_generic;
