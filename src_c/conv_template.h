@@ -475,21 +475,28 @@ static ptc_status FN(backward_filter_task)(void *vjob, int64_t t, int tid, ptc_p
             int64_t kv = FN(ceil_div)(kc, fj->vlen), width = kv * fj->vlen;
             int64_t nseg = ptc_segments(g, p0, kc, s->segs);
             FN(im2col)(g, xg, kk0, nb, s->segs, nseg, cols, ldk, 1);
-            for (int64_t co = 0; co < g->cout_g; co++)
-                memcpy(dys + co * ldk, dyg + co * P + p0, (size_t)kc * sizeof(REAL));
-            /* Lanes past the chunk's end must add nothing (stale data may be NaN). */
-            if (width > kc) {
+            /* dY's rows are read in place, unless the chunk ends inside a vector
+             * (its lanes past the end must add nothing: zeros in a copy) or the
+             * group's channels do not fill the dot tile's rows. */
+            const REAL *a = dyg + p0;
+            int64_t lda = P;
+            if (width > kc || g->cout_g != fj->cout_pad) {
+                for (int64_t co = 0; co < g->cout_g; co++) {
+                    memcpy(dys + co * ldk, dyg + co * P + p0, (size_t)kc * sizeof(REAL));
+                    memset(dys + co * ldk + kc, 0, (size_t)(width - kc) * sizeof(REAL));
+                }
+                a = dys;
+                lda = ldk;
+            }
+            if (width > kc) /* stale data may be NaN: 0 * NaN is not 0 */
                 for (int64_t r = 0; r < nb; r++)
                     memset(cols + r * ldk + kc, 0, (size_t)(width - kc) * sizeof(REAL));
-                for (int64_t co = 0; co < g->cout_g; co++)
-                    memset(dys + co * ldk + kc, 0, (size_t)(width - kc) * sizeof(REAL));
-            }
             /* Rows past nb and cout_g hold stale data: they only feed sums that
              * are never read. */
             int acc = n > 0 || p0 > 0;
             for (int64_t i0 = 0; i0 < fj->cout_pad; i0 += fj->dmr)
                 for (int64_t j0 = 0; j0 < nb_pad; j0 += fj->dnr)
-                    fj->dot(kv, dys + i0 * ldk, ldk, rows + j0, sums + i0 * fj->ldv + j0 * fj->vlen,
+                    fj->dot(kv, a + i0 * lda, lda, rows + j0, sums + i0 * fj->ldv + j0 * fj->vlen,
                             fj->ldv, acc);
             if (ptc_poll(par, tid)) return PTC_OK;
         }
@@ -523,8 +530,9 @@ static ptc_status FN(backward_filter_zero_padded)(const ptc_problem *p, const RE
     fj.dnr = ks->dnr;
     fj.vlen = job->vlen;
     int64_t P = g.out_spatial;
-    /* Chunks of positions are the reduction's fixed order, whatever the threads. */
-    job->kc = FN(block_len)(P, 512);
+    /* Chunks of positions are the reduction's fixed order, whatever the threads;
+     * whole vectors, so that only an image's last chunk can end inside one. */
+    job->kc = FN(round_up)(FN(block_len)(P, 512), job->vlen);
     double flops = 2.0 * (double)p->batch * (double)p->out_channels * (double)g.kdim * (double)P;
     int nthreads = ptc_threads_for_work(flops);
     /* Blocks of about 128 patch rows, as many as a multiple of the thread
