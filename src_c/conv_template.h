@@ -92,12 +92,43 @@ static void FN(im2col)(const ptc_geometry *g, const REAL *xg, int64_t k0, int64_
 static void FN(col2im)(const ptc_geometry *g, REAL *dxg, int64_t k0, int64_t kc,
                        const ptc_segment *segs, int64_t nseg, const REAL *src, int64_t rs)
 {
-    int64_t s = g->p->stride[g->nd - 1];
+    int last = g->nd - 1;
+    int64_t s = g->p->stride[last];
+    /* Kernel 2, stride 2 along the last dimension (2x upsampling): the rows of
+     * offsets 0 and 1 interleave into one contiguous run, added as pairs. */
+    int pairs = s == 2 && g->p->kernel[last] == 2 && g->p->dilation[last] == 1;
     for (int64_t r = 0; r < kc; r++) {
         int64_t kk = k0 + r, ci = kk / g->kvol, q = kk % g->kvol;
         REAL *dxc = dxg + ci * g->in_spatial;
         int64_t shift = g->shift[q];
         const REAL *srow = src + r * rs;
+        if (pairs && q % 2 == 0 && r + 1 < kc) {
+            const REAL *srow1 = srow + rs;
+            for (int64_t si = 0; si < nseg; si++) {
+                const ptc_segment *sg = &segs[si];
+                int64_t off = ptc_row_offset(g, sg, q), lo0, hi0, lo1, hi1;
+                if (off < 0) continue; /* offset q + 1 has the same outer rows */
+                ptc_last_dim_range(g, q, sg->o_last, sg->len, &lo0, &hi0);
+                ptc_last_dim_range(g, q + 1, sg->o_last, sg->len, &lo1, &hi1);
+                int64_t lo = lo0 > lo1 ? lo0 : lo1, hi = hi0 < hi1 ? hi0 : hi1;
+                REAL *row = dxc + off + shift; /* row[2 * o] <- offset 0, row[2 * o + 1] <- 1 */
+                const REAL *c0 = srow + sg->col - sg->o_last, *c1 = srow1 + sg->col - sg->o_last;
+                for (int64_t o = lo0; o < hi0 && o < lo; o++) row[2 * o] += c0[o];
+                for (int64_t o = lo1; o < hi1 && o < lo; o++) row[2 * o + 1] += c1[o];
+                if (hi > lo) {
+                    REAL *d = row + 2 * lo;
+                    const REAL *a = c0 + lo, *b = c1 + lo;
+                    for (int64_t j = 0; j < hi - lo; j++) {
+                        d[2 * j] += a[j];
+                        d[2 * j + 1] += b[j];
+                    }
+                }
+                for (int64_t o = hi > lo0 ? hi : lo0; o < hi0; o++) row[2 * o] += c0[o];
+                for (int64_t o = hi > lo1 ? hi : lo1; o < hi1; o++) row[2 * o + 1] += c1[o];
+            }
+            r++;
+            continue;
+        }
         for (int64_t si = 0; si < nseg; si++) {
             const ptc_segment *sg = &segs[si];
             int64_t off = ptc_row_offset(g, sg, q), lo, hi;
