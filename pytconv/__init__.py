@@ -21,6 +21,7 @@ from ._api import (
     get_num_threads,
     set_num_threads,
 )
+from ._matrix import conv_matrix
 from ._plugins import adapter, adapters
 from ._version import __version__
 
@@ -39,4 +40,5 @@ __all__ = [
     "get_num_threads",
     "adapter",
     "adapters",
+    "conv_matrix",
 ]
