@@ -201,6 +201,56 @@ def bias_backward(cnp.ndarray dy, cnp.ndarray db):
     _check(st)
 
 
+# Raw-address variants, for adapters whose tensors are not NumPy arrays (a
+# torch tensor's .numpy() view costs about a microsecond). The caller passes
+# the addresses of C-contiguous buffers of the problem's shapes and keeps them
+# alive for the call; dtype is 0 (float32) or 1 (float64).
+
+cdef ptc_dtype _dtype_code(int code) except *:
+    if code == 0:
+        return PTC_FLOAT32
+    if code == 1:
+        return PTC_FLOAT64
+    raise TypeError(f"pytconv: unsupported dtype code {code}")
+
+
+def forward_raw(problem, int dtype, size_t x, size_t w, size_t bias, size_t y):
+    """forward() on raw addresses (bias 0: none)."""
+    cdef ptc_problem p
+    cdef ptc_status st
+    cdef ptc_options opt = _options()
+    cdef ptc_dtype dt = _dtype_code(dtype)
+    _fill(&p, problem)
+    with nogil:
+        st = ptc_conv_forward(&p, dt, <const void *>x, <const void *>w,
+                              <const void *>bias if bias else NULL, <void *>y, &opt)
+    _check(st)
+
+
+def backward_data_raw(problem, int dtype, size_t dy, size_t w, size_t dx):
+    """backward_data() on raw addresses."""
+    cdef ptc_problem p
+    cdef ptc_status st
+    cdef ptc_options opt = _options()
+    cdef ptc_dtype dt = _dtype_code(dtype)
+    _fill(&p, problem)
+    with nogil:
+        st = ptc_conv_backward_data(&p, dt, <const void *>dy, <const void *>w, <void *>dx, &opt)
+    _check(st)
+
+
+def backward_filter_raw(problem, int dtype, size_t x, size_t dy, size_t dw):
+    """backward_filter() on raw addresses."""
+    cdef ptc_problem p
+    cdef ptc_status st
+    cdef ptc_options opt = _options()
+    cdef ptc_dtype dt = _dtype_code(dtype)
+    _fill(&p, problem)
+    with nogil:
+        st = ptc_conv_backward_filter(&p, dt, <const void *>x, <const void *>dy, <void *>dw, &opt)
+    _check(st)
+
+
 def set_num_threads(int n):
     ptc_set_num_threads(n)
 

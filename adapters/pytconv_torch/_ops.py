@@ -37,7 +37,7 @@ from typing import Optional, Sequence
 import torch
 import torch.autograd.forward_ad as _forward_ad
 
-from pytconv import _args
+from pytconv import _args, _core
 from pytconv._api import _NumPyBackend
 
 __all__ = [
@@ -231,10 +231,24 @@ def _weight_grad_problem(fn, x, dy, kernel_size, *conv_args):
 # ---- the computations: the core's primitives on the tensors' memory --------
 
 
+_DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
+
+
+def _cpu_buffer(t: torch.Tensor) -> torch.Tensor:
+    """t, or a C-contiguous copy of it, whose memory the core can read by address."""
+    if not t.is_contiguous() or t.is_neg():
+        t = t.resolve_neg().contiguous()
+    return t
+
+
 def _forward_impl(p, x, w, bias):
     if x.is_cpu:
-        b = None if bias is None else _as_numpy(bias)
-        return torch.from_numpy(_NumPyBackend.forward(p, _as_numpy(x), _as_numpy(w), b))
+        x, w = _cpu_buffer(x), _cpu_buffer(w)
+        b = 0 if bias is None else _cpu_buffer(bias).data_ptr()
+        y = torch.empty(p.y_shape, dtype=x.dtype)
+        if y.numel():
+            _core.forward_raw(p, _DTYPE_CODES[x.dtype], x.data_ptr(), w.data_ptr(), b, y.data_ptr())
+        return y
     return _on_gpu(
         "conv_forward",
         x.device,
@@ -252,8 +266,11 @@ def _add_bias(p, dx, bias):
 
 def _input_grad_impl(p, dy, w, bias):
     if dy.is_cpu:
-        dx = _NumPyBackend.backward_data(p, _as_numpy(dy), _as_numpy(w))
-        return torch.from_numpy(_add_bias(p, dx, None if bias is None else _as_numpy(bias)))
+        dy, w = _cpu_buffer(dy), _cpu_buffer(w)
+        dx = torch.empty(p.x_shape, dtype=dy.dtype)
+        if dx.numel():
+            _core.backward_data_raw(p, _DTYPE_CODES[dy.dtype], dy.data_ptr(), w.data_ptr(), dx.data_ptr())
+        return _add_bias(p, dx, None if bias is None else bias.detach())
     return _on_gpu(
         "conv_input_grad",
         dy.device,
@@ -263,7 +280,10 @@ def _input_grad_impl(p, dy, w, bias):
 
 def _weight_grad_impl(p, x, dy):
     if x.is_cpu:
-        return torch.from_numpy(_NumPyBackend.backward_filter(p, _as_numpy(x), _as_numpy(dy)))
+        x, dy = _cpu_buffer(x), _cpu_buffer(dy)
+        dw = torch.empty(p.w_shape, dtype=x.dtype)
+        _core.backward_filter_raw(p, _DTYPE_CODES[x.dtype], x.data_ptr(), dy.data_ptr(), dw.data_ptr())
+        return dw
     return _on_gpu("conv_weight_grad", x.device, lambda be, arr: be.backward_filter(p, arr(x), arr(dy)))
 
 
