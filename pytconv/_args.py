@@ -36,8 +36,9 @@ MAX_SPATIAL_DIMS = 62
 # Element counts above this cannot be addressed with 64-bit byte offsets.
 _MAX_ELEMENTS = (2**63 - 1) // 8
 # Any single size, stride, dilation or padding: far beyond what memory holds,
-# small enough that the core's 64-bit arithmetic on it cannot overflow.
-_MAX_INT = 2**62
+# small enough that the core's 64-bit arithmetic on it cannot overflow (the C
+# core refuses more than INT64_MAX / 8, as do these checks, by name).
+_MAX_INT = (2**63 - 1) // 8
 
 
 class Problem(NamedTuple):
@@ -100,7 +101,7 @@ def _int(fn: str, name: str, value) -> int:
         raise TypeError(f"{fn}: {name} must be an int, got {type(value).__name__} {value!r}")
     value = operator.index(value)
     if abs(value) > _MAX_INT:
-        raise ValueError(f"{fn}: {name} is too large: {value} (at most 2**62)")
+        raise ValueError(f"{fn}: {name} is too large: {value} (at most 2**60 - 1)")
     return value
 
 
@@ -273,6 +274,16 @@ def _check_mode_padding(fn, mode, size_name, sizes, lows, highs) -> None:
             )
 
 
+def _check_span(fn, kernel, dilation) -> None:
+    """dilation * kernel within the core's 64-bit limits, per dimension."""
+    for d, (k, dl) in enumerate(zip(kernel, dilation)):
+        if dl * k > _MAX_INT:
+            raise ValueError(
+                f"{fn}: dilation {dl} with kernel size {k} in dimension {d} spans more than "
+                "2**60 - 1 cells"
+            )
+
+
 def _channels(fn, x_shape, w_shape, groups, x_name, w_name, per_group_axis):
     """Checks ndim, groups and channel counts; returns (n, groups)."""
     n = len(w_shape) - 2
@@ -399,6 +410,7 @@ def _conv_problem(
     kernel = w_shape[2:]
     stride = per_dim(fn, "stride", stride, n, 1)
     dilation = per_dim(fn, "dilation", dilation, n, 1)
+    _check_span(fn, kernel, dilation)
     mode = padding_mode_code(fn, padding_mode)
     spec = padding_spec(fn, padding, n)
     if spec == "valid":
@@ -462,6 +474,7 @@ def _transposed_problem(
     kernel = w_shape[2:]
     stride = per_dim(fn, "stride", stride, n, 1)
     dilation = per_dim(fn, "dilation", dilation, n, 1)
+    _check_span(fn, kernel, dilation)
     mode = padding_mode_code(fn, padding_mode)
     spec = padding_spec(fn, padding, n)
 

@@ -5,8 +5,9 @@
 # Any sanitizer report aborts the run with a non-zero status.
 #
 #   scripts/sanitize.sh                 # sanitized build, all kernel sets
-#   scripts/sanitize.sh --cases 3000    # more random problems per kernel set
+#   scripts/sanitize.sh --cases 10000   # more random problems per kernel set (default 3000)
 #   scripts/sanitize.sh --no-sanitize   # the same driver in an optimised build (-O2)
+#   scripts/sanitize.sh --thread        # ThreadSanitizer instead (data races between the core's threads)
 #   scripts/sanitize.sh --python        # also run Python tests on a sanitized extension
 #
 # Environment: CC (default cc), BUILD_DIR (default build/sanitize), SEED.
@@ -24,8 +25,9 @@ while [ $# -gt 0 ]; do
         --cases) cases="$2"; shift 2 ;;
         --seed) seed="$2"; shift 2 ;;
         --no-sanitize) sanitize=0; shift ;;
+        --thread) sanitize=thread; shift ;;
         --python) python_tests=1; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n "2,13p" "$0"; exit 0 ;;
         *) echo "sanitize.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -33,6 +35,9 @@ done
 if [ "$sanitize" = 1 ]; then
     flags=(-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g -O1)
     build="$build/asan"
+elif [ "$sanitize" = thread ]; then
+    flags=(-fsanitize=thread -fno-omit-frame-pointer -g -O1)
+    build="$build/tsan"
 else
     flags=(-O2 -g)
     build="$build/plain"
@@ -44,7 +49,14 @@ mkdir -p "$build"
 # src_c/CMakeLists.txt; the dispatcher then picks one at run time.
 supports() { echo 'int main(void){return 0;}' | "$cc" "$@" -x c -o /dev/null - >/dev/null 2>&1; }
 defines=()
-sources=(api.c problem.c parallel.c kernel_dispatch.c kernel_generic.c conv_float.c conv_double.c)
+# The portable sources are those of add_library(pytconv_core ...) in
+# src_c/CMakeLists.txt, so this build follows the CMake one.
+read -r -a sources <<<"$(sed -n '/add_library(pytconv_core/,/)/p' "$root/src_c/CMakeLists.txt" |
+    tr ' ()' '\n\n\n' | grep '\.c$' | tr '\n' ' ')"
+if [ "${#sources[@]}" -eq 0 ]; then
+    echo "sanitize.sh: no sources found in src_c/CMakeLists.txt" >&2
+    exit 2
+fi
 if supports -mavx2 -mfma; then defines+=(-DPTC_HAVE_AVX2); sources+=(kernel_avx2.c); fi
 if supports -mavx512f -mfma; then defines+=(-DPTC_HAVE_AVX512); sources+=(kernel_avx512.c); fi
 
@@ -66,6 +78,7 @@ echo "built $build/test_core (${sources[*]})"
 # Sanitizer reports end the process with an error; leaks are reported too.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=0:halt_on_error=1:detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}"
 
 status=0
 for simd in generic avx2 unset; do
@@ -80,7 +93,7 @@ for simd in generic avx2 unset; do
     # Success is the driver's own last line with no failure and no sanitizer
     # report anywhere in the log.
     if ! tail -n 1 "$log" | grep -Eq '^[0-9]+ passed, 0 failed$' ||
-        grep -Eq 'ERROR: (Address|Leak)Sanitizer|runtime error:|SUMMARY: ' "$log"; then
+        grep -Eq 'ERROR: (Address|Leak)Sanitizer|WARNING: ThreadSanitizer|runtime error:|SUMMARY: ' "$log"; then
         echo "FAILED (PYTCONV_SIMD=$simd): see $log" >&2
         grep -E -m 20 'FAIL|ERROR|runtime error|SUMMARY' "$log" >&2 || true
         status=1

@@ -41,6 +41,7 @@ def test_info_reports_the_simd_cap():
 def test_info_without_the_gpu_module(monkeypatch):
     """info works whether or not the GPU path is installed."""
     monkeypatch.setitem(sys.modules, "pytconv.gpu", None)  # import fails with ImportError
+    monkeypatch.delattr(pytconv, "gpu", raising=False)  # and the package has no such attribute
     assert cli._gpu_status() == "GPU path not installed"
 
 

@@ -243,11 +243,14 @@ def _cpu_buffer(t: torch.Tensor) -> torch.Tensor:
 
 def _forward_impl(p, x, w, bias):
     if x.is_cpu:
+        # Every buffer stays referenced until the core returns: the core reads
+        # them by address.
         x, w = _cpu_buffer(x), _cpu_buffer(w)
-        b = 0 if bias is None else _cpu_buffer(bias).data_ptr()
+        b = None if bias is None else _cpu_buffer(bias)
         y = torch.empty(p.y_shape, dtype=x.dtype)
         if y.numel():
-            _core.forward_raw(p, _DTYPE_CODES[x.dtype], x.data_ptr(), w.data_ptr(), b, y.data_ptr())
+            _core.forward_raw(p, _DTYPE_CODES[x.dtype], x.data_ptr(), w.data_ptr(),
+                              0 if b is None else b.data_ptr(), y.data_ptr())
         return y
     return _on_gpu(
         "conv_forward",
