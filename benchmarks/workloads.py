@@ -59,13 +59,30 @@ class Workload:
             return 2 * self.batch * self.out_channels * (self.in_channels // self.groups) * k * prod(self.output_spatial())
         return 2 * self.batch * self.in_channels * (self.out_channels // self.groups) * k * prod(self.spatial)
 
+    def output_shape(self) -> tuple:
+        return (self.batch, self.out_channels) + self.output_spatial()
+
+    def adjoint(self) -> "Workload":
+        """The convolution whose adjoint this transposed convolution is: its
+        input has this workload's output shape, its output this workload's
+        input shape, and it takes the same weight, so both count the same FLOPs."""
+        if self.op != "conv_transpose":
+            raise ValueError(f"Workload.adjoint: {self.name} is not a transposed convolution")
+        return Workload(
+            self.name + "_adjoint", "conv", self.batch, self.out_channels, self.output_spatial(),
+            self.in_channels, self.kernel, self.stride, self.padding, self.dilation, self.groups,
+        )
+
     def arrays(self, dtype=np.float32, seed=0):
         """Input, weight and an output gradient, deterministic for a seed."""
         rng = np.random.default_rng(seed)
-        x = rng.standard_normal(self.input_shape()).astype(dtype)
-        w = (rng.standard_normal(self.weight_shape()) * 0.1).astype(dtype)
-        out_c = self.out_channels
-        dy = rng.standard_normal((self.batch, out_c) + self.output_spatial()).astype(dtype)
+        dtype = np.dtype(dtype)
+        # Drawn in the target dtype: no float64 temporaries (the memory
+        # benchmark measures peak RSS after this).
+        x = rng.standard_normal(self.input_shape(), dtype=dtype)
+        w = rng.standard_normal(self.weight_shape(), dtype=dtype)
+        w *= 0.1
+        dy = rng.standard_normal(self.output_shape(), dtype=dtype)
         return x, w, dy
 
 
@@ -85,7 +102,9 @@ PUBLIC = [
 EXTRA = [
     Workload("depthwise3x3", "conv", 8, 128, (56, 56), 128, 3, 1, 1, 1, groups=128),
     Workload("pointwise1x1", "conv", 8, 128, (56, 56), 256, 1, 1, 0, 1),
-    Workload("tconv1d_long", "conv_transpose", 1, 1026, (64,), 1026, 1024, 256, 0, 1),
+    # An inverse STFT as one layer: 1026 channels (real and imaginary parts of
+    # 513 bins) of 256 frames back to a signal, window 1024, hop 256.
+    Workload("tconv1d_long", "conv_transpose", 4, 1026, (256,), 1, 1024, 256, 0, 1),
     Workload("conv4d", "conv", 2, 16, (12, 12, 12, 12), 16, 3, 1, 1, 1),
     Workload("tconv4d", "conv_transpose", 2, 16, (8, 8, 8, 8), 16, 2, 2, 0, 1),
     Workload("conv5d", "conv", 1, 8, (8, 8, 8, 8, 8), 8, 3, 1, 1, 1),
@@ -93,6 +112,13 @@ EXTRA = [
 ]
 
 BY_NAME = {w.name: w for w in PUBLIC + EXTRA}
+
+#: The fixed cost of a call: a tiny input, one channel, a 3x3 kernel.
+TINY = Workload("tiny3x3", "conv", 1, 1, (8, 8), 1, 3, 1, 1, 1)
+
+#: A large 3-d call for the peak-memory measurement: 256 MiB of float32 input
+#: and as much output, where a full patch (im2col) matrix would need 27x the input.
+LARGE3D = Workload("large3d", "conv", 4, 64, (64, 64, 64), 64, 3, 1, 1, 1)
 
 
 def median_seconds(fn, repeats=7, warmup=1, min_time=0.0):
