@@ -536,6 +536,31 @@ static ptc_status FN(backward_filter_task)(void *vjob, int64_t t, int tid, ptc_p
     return PTC_OK;
 }
 
+/* The kernels and the task split shared by both weight-gradient drivers;
+ * returns the thread count. Tasks own blocks of about 128 patch rows, as many
+ * as a multiple of the thread count (block widths do not change any sum). */
+static int FN(filter_plan)(FN(filter_job) *fj, const ptc_geometry *g)
+{
+    FN(job) *job = &fj->base;
+    const ptc_problem *p = g->p;
+    FN(job_init)(job, g);
+    fj->dot = DOT_KERNEL(job->ks);
+    fj->dmr = job->ks->dmr;
+    fj->dnr = job->ks->dnr;
+    fj->vlen = job->vlen;
+    double flops = 2.0 * (double)p->batch * (double)p->out_channels * (double)g->kdim *
+                   (double)g->out_spatial;
+    int nthreads = ptc_threads_for_work(flops);
+    int64_t nblocks = FN(ceil_div)(g->kdim, 128);
+    if (nthreads > 1 && p->groups < nthreads) nblocks = FN(round_up)(nblocks, nthreads);
+    job->block = FN(round_up)(FN(ceil_div)(g->kdim, nblocks), fj->dnr);
+    job->nblocks = FN(ceil_div)(g->kdim, job->block);
+    fj->cout_pad = FN(round_up)(g->cout_g, fj->dmr);
+    fj->ldv = FN(round_up)(job->block, fj->dnr) * fj->vlen;
+    job->ptr_cap = FN(round_up)(job->block, fj->dnr);
+    return nthreads;
+}
+
 static ptc_status FN(backward_filter_zero_padded)(const ptc_problem *p, const REAL *x,
                                                   const REAL *dy, REAL *dw,
                                                   const ptc_options *opt)
@@ -551,34 +576,17 @@ static ptc_status FN(backward_filter_zero_padded)(const ptc_problem *p, const RE
     FN(filter_job) fj;
     memset(&fj, 0, sizeof(fj));
     FN(job) *job = &fj.base;
-    FN(job_init)(job, &g);
-    const ptc_kernel_set *ks = job->ks;
+    int nthreads = FN(filter_plan)(&fj, &g);
     job->in = x;
     job->aux = dy;
     job->out = dw;
-    fj.dot = DOT_KERNEL(ks);
-    fj.dmr = ks->dmr;
-    fj.dnr = ks->dnr;
-    fj.vlen = job->vlen;
-    int64_t P = g.out_spatial;
     /* Chunks of positions are the reduction's fixed order, whatever the threads;
      * whole vectors, so that only an image's last chunk can end inside one. */
-    job->kc = FN(round_up)(FN(block_len)(P, 512), job->vlen);
-    double flops = 2.0 * (double)p->batch * (double)p->out_channels * (double)g.kdim * (double)P;
-    int nthreads = ptc_threads_for_work(flops);
-    /* Blocks of about 128 patch rows, as many as a multiple of the thread
-     * count (block widths do not change any sum). */
-    int64_t nblocks = FN(ceil_div)(g.kdim, 128);
-    if (nthreads > 1 && p->groups < nthreads) nblocks = FN(round_up)(nblocks, nthreads);
-    job->block = FN(round_up)(FN(ceil_div)(g.kdim, nblocks), fj.dnr);
-    job->nblocks = FN(ceil_div)(g.kdim, job->block);
+    job->kc = FN(round_up)(FN(block_len)(g.out_spatial, 512), job->vlen);
     fj.ldk = FN(leading_dim)(job->kc, fj.vlen);
-    fj.cout_pad = FN(round_up)(g.cout_g, fj.dmr);
-    fj.ldv = FN(round_up)(job->block, fj.dnr) * fj.vlen;
     job->b_elems = FN(round_up)(job->block, fj.dnr) * fj.ldk;
     job->c_elems = fj.cout_pad * fj.ldk + fj.cout_pad * fj.ldv;
     job->seg_cap = job->kc / p->out_size[p->ndim - 1] + 2;
-    job->ptr_cap = FN(round_up)(job->block, fj.dnr);
     st = FN(job_start)(job, nthreads);
     if (st == PTC_OK)
         st = ptc_parallel_for(p->groups * job->nblocks, nthreads, FN(backward_filter_task), &fj,
@@ -1344,13 +1352,8 @@ static ptc_status FN(backward_filter_shifted)(const ptc_problem *p, const REAL *
     FN(filter_job) fj;
     memset(&fj, 0, sizeof(fj));
     FN(job) *job = &fj.base;
-    FN(job_init)(job, &g);
-    const ptc_kernel_set *ks = job->ks;
+    int nthreads = FN(filter_plan)(&fj, &g);
     job->out = dw;
-    fj.dot = DOT_KERNEL(ks);
-    fj.dmr = ks->dmr;
-    fj.dnr = ks->dnr;
-    fj.vlen = job->vlen;
     int64_t P = g.out_spatial;
     /* Origin of the last output + 1: the padded-grid positions to reduce over. */
     fj.vspan = 1;
@@ -1380,18 +1383,9 @@ static ptc_status FN(backward_filter_shifted)(const ptc_problem *p, const REAL *
                 memcpy(dyv + c * fj.ldk + v, dy + c * P + r * row, (size_t)row * sizeof(REAL));
             }
     }
-    double flops = 2.0 * (double)p->batch * (double)p->out_channels * (double)g.kdim * (double)P;
-    int nthreads = ptc_threads_for_work(flops);
-    int64_t nblocks = FN(ceil_div)(g.kdim, 128);
-    if (nthreads > 1 && p->groups < nthreads) nblocks = FN(round_up)(nblocks, nthreads);
-    job->block = FN(round_up)(FN(ceil_div)(g.kdim, nblocks), fj.dnr);
-    job->nblocks = FN(ceil_div)(g.kdim, job->block);
-    fj.cout_pad = FN(round_up)(g.cout_g, fj.dmr);
-    fj.ldv = FN(round_up)(job->block, fj.dnr) * fj.vlen;
     job->b_elems = 1;
     job->c_elems = fj.cout_pad * fj.ldv;
     job->seg_cap = 1;
-    job->ptr_cap = FN(round_up)(job->block, fj.dnr);
     fj.dyv = dyv;
     if (st == PTC_OK) st = FN(job_start)(job, nthreads);
     if (st == PTC_OK)
