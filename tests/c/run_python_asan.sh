@@ -17,6 +17,11 @@ build="${1:-$root/build/sanitize/asan}"
 shift || true
 mkdir -p "$build"
 build="$(cd "$build" && pwd)"
+# The project's environment (scripts/setup.sh) when there is one: its Python
+# has the frameworks the tests need; else $PYTHON, else python on PATH.
+if [ -z "${PYTHON:-}" ] && [ -x "$root/.venv/bin/python" ]; then
+    PYTHON="$root/.venv/bin/python"
+fi
 python="${PYTHON:-python}"
 cc="${CC:-cc}"
 cmake_build="$build/python-ext"
