@@ -120,16 +120,17 @@ def _plain(x, w, b=None):
     return x.flags.c_contiguous and w.flags.c_contiguous
 
 
-def _prepare(fn, x, w, b=None, names=("input", "weight", "bias")):
-    """(backend, x, w, b): checked arrays; the caller copies after validating shapes."""
-    if _plain(x, w, b):
-        return _NumPyBackend, x, w, b
-    for name, a in ((names[0], x), (names[1], w)):
-        if a is None:
+def _prepare(fn, **named):
+    """The backend and the named arrays, checked (a bias may be None); the
+    caller copies them to C order after the shapes are validated."""
+    arrays = list(named.values())
+    if _plain(*arrays):
+        return [_NumPyBackend] + arrays
+    for name, a in named.items():
+        if a is None and name != "bias":
             raise TypeError(f"{fn}: {name} must be an array, got None")
-    be = _backend(x, w, b)
-    x, w, b = _checked(fn, be, **{names[0]: x, names[1]: w, names[2]: b})
-    return be, x, w, b
+    be = _backend(*arrays)
+    return [be] + _checked(fn, be, **named)
 
 
 def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
@@ -140,11 +141,17 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, paddin
     "same" (TensorFlow's rule, any stride) or "valid". ``padding_mode``: "zeros",
     "reflect", "replicate" or "circular". Returns (N, C_out, *out_spatial).
     """
-    be, x, weight, bias = _prepare("conv", x, weight, bias)
+    plain = _plain(x, weight, bias)  # the common case: nothing to convert, check or copy
+    if plain:
+        be = _NumPyBackend
+    else:
+        be, x, weight, bias = _prepare("conv", input=x, weight=weight, bias=bias)
     p = _args.conv_problem("conv", x.shape, weight.shape, stride, padding, dilation, groups, padding_mode)
     if bias is not None:
         _args.check_bias("conv", bias, p.out_channels)
-    return be.forward(p, *_contiguous(be, x, weight, bias))
+    if not plain:
+        x, weight, bias = _contiguous(be, x, weight, bias)
+    return be.forward(p, x, weight, bias)
 
 
 def conv_transpose(
@@ -168,7 +175,7 @@ def conv_transpose(
     given instead of ``output_padding``. Computed directly (GEMM + col2im), never
     by inserting zeros.
     """
-    be, x, weight, bias = _prepare("conv_transpose", x, weight, bias)
+    be, x, weight, bias = _prepare("conv_transpose", input=x, weight=weight, bias=bias)
     p = _args.transposed_problem(
         "conv_transpose",
         x.shape,
@@ -198,7 +205,7 @@ def conv_input_grad(
     Argument order as ``torch.nn.grad.conv2d_input``.
     """
     fn = "conv_input_grad"
-    be, weight, grad_output, _ = _prepare(fn, weight, grad_output, None, ("weight", "grad_output", ""))
+    be, weight, grad_output = _prepare(fn, weight=weight, grad_output=grad_output)
     p = _args.conv_problem(fn, input_shape, weight.shape, stride, padding, dilation, groups, padding_mode)
     _args.check_output_grad(fn, p.y_shape, grad_output.shape)
     return be.backward_data(p, *_contiguous(be, grad_output, weight))
@@ -212,7 +219,7 @@ def conv_weight_grad(
     Argument order as ``torch.nn.grad.conv2d_weight``.
     """
     fn = "conv_weight_grad"
-    be, x, grad_output, _ = _prepare(fn, x, grad_output, None, ("input", "grad_output", ""))
+    be, x, grad_output = _prepare(fn, input=x, grad_output=grad_output)
     p = _args.conv_problem(fn, x.shape, weight_shape, stride, padding, dilation, groups, padding_mode)
     _args.check_output_grad(fn, p.y_shape, grad_output.shape)
     return be.backward_filter(p, *_contiguous(be, x, grad_output))
@@ -226,7 +233,7 @@ def conv_transpose_input_grad(
     The output padding is implied by ``grad_output``'s shape.
     """
     fn = "conv_transpose_input_grad"
-    be, weight, grad_output, _ = _prepare(fn, weight, grad_output, None, ("weight", "grad_output", ""))
+    be, weight, grad_output = _prepare(fn, weight=weight, grad_output=grad_output)
     p = _transposed_from_output(fn, input_shape, weight.shape, grad_output.shape, stride, padding,
                                 groups, dilation, padding_mode)
     grad_output, weight = _contiguous(be, grad_output, weight)
@@ -241,7 +248,7 @@ def conv_transpose_weight_grad(
     The output padding is implied by ``grad_output``'s shape.
     """
     fn = "conv_transpose_weight_grad"
-    be, x, grad_output, _ = _prepare(fn, x, grad_output, None, ("input", "grad_output", ""))
+    be, x, grad_output = _prepare(fn, input=x, grad_output=grad_output)
     p = _transposed_from_output(fn, x.shape, weight_shape, grad_output.shape, stride, padding,
                                 groups, dilation, padding_mode)
     return be.backward_filter(p, *_contiguous(be, grad_output, x))
