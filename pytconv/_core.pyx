@@ -139,50 +139,57 @@ cdef ptc_options _options():
     return opt
 
 
-def forward(problem, cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y):
-    """y = conv(x, w) (+ bias), written into y."""
+# One runner per primitive; the array entry points and the raw-address ones
+# (for adapters whose tensors are not NumPy arrays: a torch tensor's .numpy()
+# view costs about a microsecond) only differ in where pointers come from.
+
+cdef int _run_forward(problem, ptc_dtype dt, const void *x, const void *w, const void *b,
+                      void *y) except -1:
     cdef ptc_problem p
     cdef ptc_status st
     cdef ptc_options opt = _options()
     _fill(&p, problem)
-    cdef ptc_dtype dt = _dtype(x)
-    cdef const void *px = _data(x)
-    cdef const void *pw = _data(w)
-    cdef const void *pb = NULL if bias is None else _data(<cnp.ndarray>bias)
-    cdef void *py = _data(y)
     with nogil:
-        st = ptc_conv_forward(&p, dt, px, pw, pb, py, &opt)
-    _check(st)
+        st = ptc_conv_forward(&p, dt, x, w, b, y, &opt)
+    return _check(st)
+
+
+cdef int _run_backward_data(problem, ptc_dtype dt, const void *dy, const void *w,
+                            void *dx) except -1:
+    cdef ptc_problem p
+    cdef ptc_status st
+    cdef ptc_options opt = _options()
+    _fill(&p, problem)
+    with nogil:
+        st = ptc_conv_backward_data(&p, dt, dy, w, dx, &opt)
+    return _check(st)
+
+
+cdef int _run_backward_filter(problem, ptc_dtype dt, const void *x, const void *dy,
+                              void *dw) except -1:
+    cdef ptc_problem p
+    cdef ptc_status st
+    cdef ptc_options opt = _options()
+    _fill(&p, problem)
+    with nogil:
+        st = ptc_conv_backward_filter(&p, dt, x, dy, dw, &opt)
+    return _check(st)
+
+
+def forward(problem, cnp.ndarray x, cnp.ndarray w, bias, cnp.ndarray y):
+    """y = conv(x, w) (+ bias), written into y."""
+    _run_forward(problem, _dtype(x), _data(x), _data(w),
+                 NULL if bias is None else _data(<cnp.ndarray>bias), _data(y))
 
 
 def backward_data(problem, cnp.ndarray dy, cnp.ndarray w, cnp.ndarray dx):
     """dx = conv^T(dy), written into dx."""
-    cdef ptc_problem p
-    cdef ptc_status st
-    cdef ptc_options opt = _options()
-    _fill(&p, problem)
-    cdef ptc_dtype dt = _dtype(dy)
-    cdef const void *pdy = _data(dy)
-    cdef const void *pw = _data(w)
-    cdef void *pdx = _data(dx)
-    with nogil:
-        st = ptc_conv_backward_data(&p, dt, pdy, pw, pdx, &opt)
-    _check(st)
+    _run_backward_data(problem, _dtype(dy), _data(dy), _data(w), _data(dx))
 
 
 def backward_filter(problem, cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dw):
     """dw = d<conv(x, w), dy>/dw, written into dw."""
-    cdef ptc_problem p
-    cdef ptc_status st
-    cdef ptc_options opt = _options()
-    _fill(&p, problem)
-    cdef ptc_dtype dt = _dtype(x)
-    cdef const void *px = _data(x)
-    cdef const void *pdy = _data(dy)
-    cdef void *pdw = _data(dw)
-    with nogil:
-        st = ptc_conv_backward_filter(&p, dt, px, pdy, pdw, &opt)
-    _check(st)
+    _run_backward_filter(problem, _dtype(x), _data(x), _data(dy), _data(dw))
 
 
 def bias_backward(cnp.ndarray dy, cnp.ndarray db):
@@ -201,10 +208,9 @@ def bias_backward(cnp.ndarray dy, cnp.ndarray db):
     _check(st)
 
 
-# Raw-address variants, for adapters whose tensors are not NumPy arrays (a
-# torch tensor's .numpy() view costs about a microsecond). The caller passes
-# the addresses of C-contiguous buffers of the problem's shapes and keeps them
-# alive for the call; dtype is 0 (float32) or 1 (float64).
+# The raw-address variants: the caller passes the addresses of C-contiguous
+# buffers of the problem's shapes and keeps them alive for the call; dtype is
+# 0 (float32) or 1 (float64).
 
 cdef ptc_dtype _dtype_code(int code) except *:
     if code == 0:
@@ -216,39 +222,20 @@ cdef ptc_dtype _dtype_code(int code) except *:
 
 def forward_raw(problem, int dtype, size_t x, size_t w, size_t bias, size_t y):
     """forward() on raw addresses (bias 0: none)."""
-    cdef ptc_problem p
-    cdef ptc_status st
-    cdef ptc_options opt = _options()
-    cdef ptc_dtype dt = _dtype_code(dtype)
-    _fill(&p, problem)
-    with nogil:
-        st = ptc_conv_forward(&p, dt, <const void *>x, <const void *>w,
-                              <const void *>bias if bias else NULL, <void *>y, &opt)
-    _check(st)
+    _run_forward(problem, _dtype_code(dtype), <const void *>x, <const void *>w,
+                 <const void *>bias if bias else NULL, <void *>y)
 
 
 def backward_data_raw(problem, int dtype, size_t dy, size_t w, size_t dx):
     """backward_data() on raw addresses."""
-    cdef ptc_problem p
-    cdef ptc_status st
-    cdef ptc_options opt = _options()
-    cdef ptc_dtype dt = _dtype_code(dtype)
-    _fill(&p, problem)
-    with nogil:
-        st = ptc_conv_backward_data(&p, dt, <const void *>dy, <const void *>w, <void *>dx, &opt)
-    _check(st)
+    _run_backward_data(problem, _dtype_code(dtype), <const void *>dy, <const void *>w,
+                       <void *>dx)
 
 
 def backward_filter_raw(problem, int dtype, size_t x, size_t dy, size_t dw):
     """backward_filter() on raw addresses."""
-    cdef ptc_problem p
-    cdef ptc_status st
-    cdef ptc_options opt = _options()
-    cdef ptc_dtype dt = _dtype_code(dtype)
-    _fill(&p, problem)
-    with nogil:
-        st = ptc_conv_backward_filter(&p, dt, <const void *>x, <const void *>dy, <void *>dw, &opt)
-    _check(st)
+    _run_backward_filter(problem, _dtype_code(dtype), <const void *>x, <const void *>dy,
+                         <void *>dw)
 
 
 def set_num_threads(int n):

@@ -566,11 +566,13 @@ def bias_grad(dy):
 # `needs` is which inputs want a gradient (ctx.needs_input_grad by default).
 
 
-def _setup_forward(ctx, inputs, output):
-    x, w, bias, _output_size, *conv_args = inputs
+def _setup_with_bias(ctx, inputs, output):
+    """setup_context of conv_forward (x, w, bias, output_size, ...) and
+    conv_input_grad (dy, w, bias, input_size, ...): the same layout."""
+    a, w, bias, _size, *conv_args = inputs
     ctx.conv_args = conv_args
     ctx.has_bias = bias is not None
-    ctx.save_for_backward(x, w)
+    ctx.save_for_backward(a, w)
 
 
 def _backward_forward(ctx, grad, needs=None):
@@ -584,13 +586,6 @@ def _backward_forward(ctx, grad, needs=None):
     if ctx.has_bias and needs[2]:
         gb = bias_grad(grad)
     return gx, gw, gb, None, None, None, None, None, None, None
-
-
-def _setup_input_grad(ctx, inputs, output):
-    dy, w, bias, _input_size, *conv_args = inputs
-    ctx.conv_args = conv_args
-    ctx.has_bias = bias is not None
-    ctx.save_for_backward(dy, w)
 
 
 def _backward_input_grad(ctx, grad, needs=None):
@@ -634,8 +629,8 @@ def _backward_bias_grad(ctx, grad):
     return (grad.reshape((1, -1) + (1,) * (len(shape) - 2)).expand(shape),)
 
 
-_conv_forward_op.register_autograd(_backward_forward, setup_context=_setup_forward)
-_conv_input_grad_op.register_autograd(_backward_input_grad, setup_context=_setup_input_grad)
+_conv_forward_op.register_autograd(_backward_forward, setup_context=_setup_with_bias)
+_conv_input_grad_op.register_autograd(_backward_input_grad, setup_context=_setup_with_bias)
 _conv_weight_grad_op.register_autograd(_backward_weight_grad, setup_context=_setup_weight_grad)
 _bias_grad_op.register_autograd(_backward_bias_grad, setup_context=_setup_bias_grad)
 
@@ -652,7 +647,7 @@ class _ConvForward(torch.autograd.Function):
     @staticmethod
     def forward(ctx, p, conv_args, x, w, bias):
         output = _forward_impl(p, x, w, bias)
-        _setup_forward(ctx, (x, w, bias, None, *conv_args), output)
+        _setup_with_bias(ctx, (x, w, bias, None, *conv_args), output)
         return output
 
     @staticmethod
@@ -664,7 +659,7 @@ class _ConvInputGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, p, conv_args, dy, w, bias):
         output = _input_grad_impl(p, dy, w, bias)
-        _setup_input_grad(ctx, (dy, w, bias, p.in_size, *conv_args), output)
+        _setup_with_bias(ctx, (dy, w, bias, p.in_size, *conv_args), output)
         return output
 
     @staticmethod
@@ -724,7 +719,7 @@ class _FuncConvForward(torch.autograd.Function):
         p = _forward_problem("pytconv::conv_forward", x, w, output_size, *conv_args)
         return _forward_impl(p, x, w, bias)
 
-    setup_context = staticmethod(_setup_forward)
+    setup_context = staticmethod(_setup_with_bias)
     backward = staticmethod(_backward_forward)
     vmap = _vmap_by_loop(conv_forward)
 
@@ -735,7 +730,7 @@ class _FuncConvInputGrad(torch.autograd.Function):
         p = _input_grad_problem("pytconv::conv_input_grad", dy, w, input_size, *conv_args)
         return _input_grad_impl(p, dy, w, bias)
 
-    setup_context = staticmethod(_setup_input_grad)
+    setup_context = staticmethod(_setup_with_bias)
     backward = staticmethod(_backward_input_grad)
     vmap = _vmap_by_loop(conv_input_grad)
 
