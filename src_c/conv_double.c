@@ -5,6 +5,7 @@
 #define SUFFIX f64
 #define REAL double
 #define KERNELS(ks) ((ks)->f64)
+#define ROWS_KERNELS(ks) ((ks)->f64_rows)
 #define KERNEL_MR(ks) ((int64_t)(ks)->mr_f64)
 #define KERNEL_VLEN(ks) ((int64_t)(ks)->vlen_f64)
 #define KERNEL_NV(ks) ((int64_t)(ks)->nv_f64)

@@ -5,6 +5,7 @@
 #define SUFFIX f32
 #define REAL float
 #define KERNELS(ks) ((ks)->f32)
+#define ROWS_KERNELS(ks) ((ks)->f32_rows)
 #define KERNEL_MR(ks) ((int64_t)(ks)->mr_f32)
 #define KERNEL_VLEN(ks) ((int64_t)(ks)->vlen_f32)
 #define KERNEL_NV(ks) ((int64_t)(ks)->nv_f32)

@@ -28,6 +28,10 @@ typedef struct {
 
 ptc_status ptc_geometry_init(ptc_geometry *g, const ptc_problem *p);
 int64_t ptc_geometry_in_volume(const ptc_problem *p); /* prod(in_size) */
+/* Share of output rows (all dimensions but the last) whose windows lie inside
+ * the input in every one of those dimensions: the rest take the slow border
+ * path of the unfolding. */
+double ptc_interior_share(const ptc_problem *p);
 void ptc_geometry_free(ptc_geometry *g);
 
 /* A run of consecutive output positions along the last spatial dimension. */

@@ -83,7 +83,9 @@
 const ptc_kernel_set ptc_kernels_avx2 = {
     "avx2",
     6, 8, 2, {kernel_avx2_f32_1, kernel_avx2_f32_2},
+    {kernel_avx2_f32_1_rows, kernel_avx2_f32_2_rows},
     6, 4, 2, {kernel_avx2_f64_1, kernel_avx2_f64_2},
+    {kernel_avx2_f64_1_rows, kernel_avx2_f64_2_rows},
     DMR, DNR, dot_avx2_f32, dot_avx2_f64,
     axpy_avx2_f32, axpy_avx2_f64, dotv_avx2_f32, dotv_avx2_f64,
 };

@@ -95,7 +95,9 @@
 const ptc_kernel_set ptc_kernels_avx512 = {
     "avx512",
     8, 16, 3, {kernel_avx512_f32_1, kernel_avx512_f32_2, kernel_avx512_f32_3},
+    {kernel_avx512_f32_1_rows, kernel_avx512_f32_2_rows, kernel_avx512_f32_3_rows},
     8, 8, 3, {kernel_avx512_f64_1, kernel_avx512_f64_2, kernel_avx512_f64_3},
+    {kernel_avx512_f64_1_rows, kernel_avx512_f64_2_rows, kernel_avx512_f64_3_rows},
     DMR, DNR, dot_avx512_f32, dot_avx512_f64,
     axpy_avx512_f32, axpy_avx512_f64, dotv_avx512_f32, dotv_avx512_f64,
 };

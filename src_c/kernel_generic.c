@@ -144,7 +144,9 @@
 const ptc_kernel_set ptc_kernels_generic = {
     "generic",
     4, 1, 8, {kernel_generic_f32_1, kernel_generic_f32_2, kernel_generic_f32_3, kernel_generic_f32_4, kernel_generic_f32_5, kernel_generic_f32_6, kernel_generic_f32_7, kernel_generic_f32_8},
+    {kernel_generic_f32_1_rows, kernel_generic_f32_2_rows, kernel_generic_f32_3_rows, kernel_generic_f32_4_rows, kernel_generic_f32_5_rows, kernel_generic_f32_6_rows, kernel_generic_f32_7_rows, kernel_generic_f32_8_rows},
     4, 1, 8, {kernel_generic_f64_1, kernel_generic_f64_2, kernel_generic_f64_3, kernel_generic_f64_4, kernel_generic_f64_5, kernel_generic_f64_6, kernel_generic_f64_7, kernel_generic_f64_8},
+    {kernel_generic_f64_1_rows, kernel_generic_f64_2_rows, kernel_generic_f64_3_rows, kernel_generic_f64_4_rows, kernel_generic_f64_5_rows, kernel_generic_f64_6_rows, kernel_generic_f64_7_rows, kernel_generic_f64_8_rows},
     DMR, DNR, dot_generic_f32, dot_generic_f64,
     axpy_generic_f32, axpy_generic_f64, dotv_generic_f32, dotv_generic_f64,
 };

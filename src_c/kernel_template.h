@@ -2,12 +2,17 @@
  *   KERNEL_NAME, DOT_NAME (optional), REAL, VEC, VLEN (elements per vector), NV (vectors
  *   per row), MR (rows), DMR x DNR (the dot kernel's tile), VLOAD, VSTORE,
  *   VSET1, VZERO, VFMA(a, b, c) = a * b + c, VADD.
- * NR = NV * VLEN. Accumulator tiles live in registers. */
+ * NR = NV * VLEN. Accumulator tiles live in registers. KERNEL_NAME_rows is the
+ * same kernel reading B row k at b_rows[k] + boff (implicit GEMM: rows of the
+ * padded input, no unfolded copy). */
 
 #define NR (NV * VLEN)
+#define PTC_KCAT2(a, b) a##b
+#define PTC_KCAT(a, b) PTC_KCAT2(a, b)
 
-static void KERNEL_NAME(int64_t kc, const REAL *a, const REAL *b, int64_t ldb, REAL *c,
-                        int64_t ldc, int accumulate, int64_t mr, int64_t nr)
+static inline __attribute__((always_inline)) void PTC_KCAT(KERNEL_NAME, _body)(
+    int64_t kc, const REAL *a, const REAL *b, int64_t ldb, const REAL *const *b_rows,
+    int64_t boff, REAL *c, int64_t ldc, int accumulate, int64_t mr, int64_t nr)
 {
     VEC acc[MR][NV];
 #pragma GCC unroll 32
@@ -16,9 +21,10 @@ static void KERNEL_NAME(int64_t kc, const REAL *a, const REAL *b, int64_t ldb, R
         for (int v = 0; v < NV; v++) acc[i][v] = VZERO;
 
     for (int64_t k = 0; k < kc; k++) {
+        const REAL *bk = b_rows ? b_rows[k] + boff : b + k * ldb;
         VEC bv[NV];
 #pragma GCC unroll 8
-        for (int v = 0; v < NV; v++) bv[v] = VLOAD(b + v * VLEN);
+        for (int v = 0; v < NV; v++) bv[v] = VLOAD(bk + v * VLEN);
 #pragma GCC unroll 32
         for (int i = 0; i < MR; i++) {
             VEC ai = VSET1(a[i]);
@@ -26,7 +32,6 @@ static void KERNEL_NAME(int64_t kc, const REAL *a, const REAL *b, int64_t ldb, R
             for (int v = 0; v < NV; v++) acc[i][v] = VFMA(ai, bv[v], acc[i][v]);
         }
         a += MR;
-        b += ldb;
     }
 
     if (mr == MR && nr == NR) {
@@ -47,6 +52,19 @@ static void KERNEL_NAME(int64_t kc, const REAL *a, const REAL *b, int64_t ldb, R
     for (int64_t i = 0; i < mr; i++)
         for (int64_t j = 0; j < nr; j++)
             c[i * ldc + j] = accumulate ? c[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
+}
+
+static void KERNEL_NAME(int64_t kc, const REAL *a, const REAL *b, int64_t ldb, REAL *c,
+                        int64_t ldc, int accumulate, int64_t mr, int64_t nr)
+{
+    PTC_KCAT(KERNEL_NAME, _body)(kc, a, b, ldb, NULL, 0, c, ldc, accumulate, mr, nr);
+}
+
+static void PTC_KCAT(KERNEL_NAME, _rows)(int64_t kc, const REAL *a, const REAL *const *b_rows,
+                                          int64_t boff, REAL *c, int64_t ldc, int accumulate,
+                                          int64_t mr, int64_t nr)
+{
+    PTC_KCAT(KERNEL_NAME, _body)(kc, a, NULL, 0, b_rows, boff, c, ldc, accumulate, mr, nr);
 }
 
 #ifdef DOT_NAME
@@ -120,3 +138,5 @@ static REAL DOTV_NAME(int64_t n, const REAL *x, int64_t incx, const REAL *y)
 #endif
 
 #undef NR
+#undef PTC_KCAT
+#undef PTC_KCAT2

@@ -10,6 +10,7 @@
 #ifndef PYTCONV_KERNELS_H
 #define PYTCONV_KERNELS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef void (*ptc_kernel_f32_fn)(int64_t kc, const float *a, const float *b, int64_t ldb,
@@ -18,6 +19,14 @@ typedef void (*ptc_kernel_f32_fn)(int64_t kc, const float *a, const float *b, in
 typedef void (*ptc_kernel_f64_fn)(int64_t kc, const double *a, const double *b,
                                   int64_t ldb, double *c, int64_t ldc, int accumulate,
                                   int64_t mr, int64_t nr);
+
+/* The same tiles with B row k read at b_rows[k] + boff (implicit GEMM). */
+typedef void (*ptc_rows_f32_fn)(int64_t kc, const float *a, const float *const *b_rows,
+                                int64_t boff, float *c, int64_t ldc, int accumulate,
+                                int64_t mr, int64_t nr);
+typedef void (*ptc_rows_f64_fn)(int64_t kc, const double *a, const double *const *b_rows,
+                                int64_t boff, double *c, int64_t ldc, int accumulate,
+                                int64_t mr, int64_t nr);
 
 /* Dot kernels (weight gradients): a DMR x DNR tile of VLEN-lane partial sums
  * of products of rows contiguous along the reduction; see kernel_template.h. */
@@ -45,8 +54,10 @@ typedef struct {
     const char *name;
     int mr_f32, vlen_f32, nv_f32;
     ptc_kernel_f32_fn f32[PTC_MAX_NV];
+    ptc_rows_f32_fn f32_rows[PTC_MAX_NV];
     int mr_f64, vlen_f64, nv_f64;
     ptc_kernel_f64_fn f64[PTC_MAX_NV];
+    ptc_rows_f64_fn f64_rows[PTC_MAX_NV];
     int dmr, dnr; /* dot tile, the same for both types; lanes = vlen */
     ptc_dot_f32_fn dot_f32;
     ptc_dot_f64_fn dot_f64;

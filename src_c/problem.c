@@ -130,6 +130,22 @@ int64_t ptc_geometry_in_volume(const ptc_problem *p)
     return v;
 }
 
+double ptc_interior_share(const ptc_problem *p)
+{
+    double share = 1;
+    for (int d = 0; d < p->ndim - 1; d++) {
+        /* Outputs o with every window element inside: o * s - pad_low >= 0 and
+         * o * s - pad_low + extent < in_size. */
+        int64_t s = p->stride[d], extent = p->dilation[d] * (p->kernel[d] - 1);
+        int64_t lo = (p->pad_low[d] + s - 1) / s;
+        int64_t top = p->in_size[d] - 1 - extent + p->pad_low[d];
+        int64_t hi = top < 0 ? -1 : top / s; /* last valid o */
+        if (hi > p->out_size[d] - 1) hi = p->out_size[d] - 1;
+        share *= hi >= lo ? (double)(hi - lo + 1) / (double)p->out_size[d] : 0.0;
+    }
+    return share;
+}
+
 void ptc_geometry_free(ptc_geometry *g)
 {
     free(g->koff); /* the one block of every table */

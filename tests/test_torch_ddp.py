@@ -67,6 +67,9 @@ def _worker(rank, port, out_dir):
         part = slice(rank * half, (rank + 1) * half)
         grads, weights = _train(torch, model, x[part], target[part])
         torch.save({"grads": grads, "weights": weights}, os.path.join(out_dir, f"rank{rank}.pt"))
+        # Both ranks done before either tears gloo down: a rank whose peer has
+        # closed its connections mid-operation aborts in gloo's C++ threads.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -1,0 +1,128 @@
+"""Each of the core's algorithm choices, on problems chosen to take it, against
+the float64 reference, with the bits compared across thread counts.
+
+The random properties of test_core_reference.py reach these paths too, but by
+chance; here every path is named, with its edges: the implicit GEMM of
+stride-1 convolutions in 3 or more dimensions (runs narrower and wider than a
+register tile, output channels that leave a partial row panel, groups, bias,
+dilation), the explicitly padded input for volumes whose rows mostly touch the
+padding, and the transposed convolution whose windows do not overlap (tiles
+run side by side; where the windows tile the output exactly, nothing is
+cleared first).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pytconv
+from pytconv import reference
+from pytconv._args import conv_problem
+
+from core_cases import assert_close
+
+# name: (x shape, w shape, conv keyword arguments)
+CONV_PATHS = {
+    # implicit GEMM (stride 1, 3 or more dims)
+    "implicit 3d": ((2, 5, 9, 7, 11), (10, 5, 3, 3, 3), dict(padding=1)),
+    "implicit 3d groups bias": ((1, 6, 6, 5, 4), (9, 2, 2, 3, 1), dict(padding=(1, 0, 2), groups=3)),
+    "implicit 3d dilated": ((1, 3, 10, 9, 12), (4, 3, 3, 2, 3), dict(padding=2, dilation=2)),
+    "implicit 3d wide rows": ((1, 4, 3, 4, 70), (17, 4, 2, 2, 5), dict(padding=(0, 1, 2))),
+    "implicit 4d": ((2, 4, 6, 5, 6, 7), (6, 4, 3, 3, 3, 3), dict(padding=1)),
+    "implicit 5d": ((1, 3, 5, 4, 5, 4, 6), (8, 3, 3, 3, 3, 3, 3), dict(padding=1)),
+    "implicit 3d no padding": ((1, 2, 7, 8, 9), (3, 2, 3, 2, 4), dict()),
+    # explicitly padded first (most rows touch the padding), strided
+    "padded first 4d stride 2": ((1, 3, 6, 7, 6, 5), (5, 3, 3, 3, 3, 3), dict(padding=1, stride=2)),
+    "padded first 3d dilated stride": ((2, 2, 5, 6, 5), (3, 2, 3, 3, 3), dict(padding=2, stride=(1, 2, 1), dilation=(2, 1, 2))),
+    "padded first 2d": ((1, 4, 3, 40), (6, 4, 3, 3), dict(padding=(2, 1), stride=(1, 3))),
+}
+
+# name: (transposed input shape, w shape, conv_transpose keyword arguments)
+TRANSPOSED_PATHS = {
+    "disjoint covered 2x2 s2 3d": ((2, 6, 3, 4, 5), (6, 5, 2, 2, 2), dict(stride=2)),
+    "disjoint covered 4d": ((1, 4, 3, 3, 2, 3), (4, 3, 2, 2, 2, 2), dict(stride=2)),
+    "disjoint covered 5d groups": ((1, 4, 2, 3, 2, 2, 3), (4, 3, 2, 2, 2, 2, 2), dict(stride=2, groups=2)),
+    "disjoint with gaps k2 s3": ((1, 3, 4, 5, 3), (3, 4, 2, 2, 2), dict(stride=3)),
+    "disjoint k1 s2": ((2, 5, 4, 6), (5, 3, 1, 1), dict(stride=2)),
+    "disjoint dilated": ((1, 2, 5, 4), (2, 3, 2, 2), dict(stride=(4, 3), dilation=(3, 2))),
+    "disjoint padded": ((1, 3, 4, 5, 4), (3, 2, 2, 2, 2), dict(stride=2, padding=1)),
+    "disjoint output padding": ((1, 3, 4, 3, 5), (3, 2, 2, 2, 2), dict(stride=2, output_padding=1)),
+    "overlapping 4d": ((1, 3, 3, 4, 3, 3), (3, 2, 3, 3, 3, 3), dict(stride=2, padding=1)),
+}
+
+
+@pytest.fixture
+def restore_threads():
+    before = pytconv.get_num_threads()
+    yield
+    pytconv.set_num_threads(before)
+
+
+def _on_threads(call):
+    """call() with 1, 2 and 3 threads; all must give the same bits."""
+    results = []
+    for threads in (1, 2, 3):
+        pytconv.set_num_threads(threads)
+        results.append(call())
+    for r in results[1:]:
+        assert r.tobytes() == results[0].tobytes(), "the thread count changed the bits"
+    return results[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", list(CONV_PATHS))
+def test_conv_paths(name, dtype, restore_threads):
+    x_shape, w_shape, kw = CONV_PATHS[name]
+    rng = np.random.default_rng(len(name))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    bias = rng.standard_normal(w_shape[0]).astype(dtype)
+    x64, w64, b64 = x.astype(np.float64), w.astype(np.float64), bias.astype(np.float64)
+
+    y = _on_threads(lambda: pytconv.conv(x, w, bias, **kw))
+    ref = reference.conv(x64, w64, b64, **kw)
+    assert_close(y, ref, reference.conv(abs(x64), abs(w64), abs(b64), **kw), dtype, name)
+
+    g = rng.standard_normal(y.shape).astype(dtype)
+    g64 = g.astype(np.float64)
+    dx = _on_threads(lambda: pytconv.conv_input_grad(x.shape, w, g, **kw))
+    dw = _on_threads(lambda: pytconv.conv_weight_grad(x, w.shape, g, **kw))
+    problem = conv_problem("test", x.shape, w.shape, **kw)
+    ref_dx = reference.backward_data(problem, g64, w64)
+    ref_dw = reference.backward_filter(problem, x64, g64)
+    assert_close(dx, ref_dx, reference.backward_data(problem, abs(g64), abs(w64)), dtype, name + " dx")
+    assert_close(dw, ref_dw, reference.backward_filter(problem, abs(x64), abs(g64)), dtype, name + " dw")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", list(TRANSPOSED_PATHS))
+def test_transposed_paths(name, dtype, restore_threads):
+    t_shape, w_shape, kw = TRANSPOSED_PATHS[name]
+    rng = np.random.default_rng(len(name) + 100)
+    t = rng.standard_normal(t_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    t64, w64 = t.astype(np.float64), w.astype(np.float64)
+    y = _on_threads(lambda: pytconv.conv_transpose(t, w, **kw))
+    ref = reference.conv_transpose(t64, w64, **kw)
+    assert_close(y, ref, reference.conv_transpose(abs(t64), abs(w64), **kw), dtype, name)
+    # Called again into memory that held other values: every element is written.
+    again = pytconv.conv_transpose(t, w, **kw)
+    assert again.tobytes() == y.tobytes()
+
+
+def test_implicit_gemm_propagates_nan_exactly_where_windows_reach():
+    """The implicit GEMM computes and drops the padded columns between rows,
+    whose inputs are other rows' data: a NaN must reach exactly the outputs
+    whose windows hold it, no more."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 2, 6, 5, 7))
+    w = rng.standard_normal((3, 2, 3, 3, 3))
+    x[0, 1, 2, 4, 6] = np.nan  # at a row's end: its neighbour in memory starts the next row
+    x[0, 0, 5, 0, 0] = np.inf
+    y = pytconv.conv(x, w, padding=1)
+    ref = reference.conv(x, w, padding=1)
+    assert np.array_equal(np.isnan(y), np.isnan(ref))
+    assert np.array_equal(np.isinf(y), np.isinf(ref))
+    finite = np.isfinite(ref)
+    assert np.allclose(y[finite], ref[finite], rtol=1e-12, atol=1e-12)
