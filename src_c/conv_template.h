@@ -1174,18 +1174,18 @@ static ptc_status FN(direct)(int op, const ptc_problem *p, const REAL *a, const 
 
 /* With stride 1 the patch of kernel offset q at output position o is the
  * padded input read at (origin of o) + delta_q, so the unfolded matrix need not
- * be built: its rows are the padded input shifted by delta_q. The GEMM runs over
- * the padded grid ("virtual" positions: origins of windows, including a few
- * between output rows whose results are dropped), its B operand read straight
- * from the padded copy, with the reduction ordered (offset, channel) so that
- * the rows of a k-block are one channel stride apart. */
+ * be built: its rows are the padded input shifted by delta_q. The weight
+ * gradient's shifted path reduces over the whole padded grid ("virtual"
+ * positions: origins of windows, including those between output rows, where
+ * dY is laid out as zeros), with rows ordered (offset, channel). The forward
+ * pass's implicit GEMM (below) works per plane of the last two dimensions
+ * instead, so it has its own, looser test (implicit_ok). */
 
-/* Where shifted windows beat unfolding (measured, one thread): from 3 spatial
- * dimensions on, where output rows are short and unfolding them is many small
- * copies (3-d 3x3x3: +15..25%). In 1-d and 2-d unfolding copies long rows at
- * memory speed, while the shifted B operand streams dozens of channel planes
- * at once from L3 (1-d: -6..14%, 2-d: even). And only while the padded grid's
- * span stays close to the number of outputs. */
+/* Where the shifted weight gradient beats unfolding (measured, one thread):
+ * from 3 spatial dimensions on, where output rows are short and unfolding them
+ * is many small copies (3-d 3x3x3: +15..25%); in 1-d and 2-d unfolding copies
+ * long rows at memory speed. And only while the padded grid's span stays close
+ * to the number of outputs, since every virtual position is summed. */
 static int FN(shifted_ok)(const ptc_problem *p)
 {
     if (p->ndim < 3) return 0;
