@@ -820,35 +820,115 @@ static int FN(needs_explicit_padding)(const ptc_problem *p)
 
 /* Depthwise convolutions (and channel multipliers up to 4) are memory-bound
  * and their GEMMs degenerate (one row of an 8-row tile, a k-loop of 9), so
- * they run directly: for each kernel offset, an axpy of the shifted input row
- * into the output row, a dot of them for the weight gradient. Each output is
- * summed over the kernel offsets in order; tiles of positions (fixed per
- * problem) only split the rows. */
+ * they run directly, one input plane at a time. The plane is first copied
+ * into a zero-padded buffer (when there is padding), so that every output row
+ * reads the same taps (kernel offsets) with no border left to test:
+ *   forward          a block of a row's outputs stays in registers across all
+ *                    taps and is stored once (TAPS kernel);
+ *   weight gradient  every tap's sum stays in registers across the row
+ *                    (TAPDOT kernel), as lane-wise partial sums reduced once;
+ *   input gradient   (strided; stride 1 gathers through the flipped kernel)
+ *                    each tap's row is added into dx (axpy).
+ * Every sum runs in an order fixed by the problem alone, never by the thread
+ * count. */
 
 static int FN(direct_ok)(const ptc_problem *p)
 {
-    return p->in_channels == p->groups && p->out_channels / p->groups <= 4;
+    /* Not where the padding dwarfs the plane: the GEMM paths never build it. */
+    int64_t pvol;
+    FN(padded_problem)(p, &pvol);
+    return p->in_channels == p->groups && p->out_channels / p->groups <= 4 &&
+           pvol <= 4 * ptc_geometry_in_volume(p) + 65536;
 }
+
+/* Per-thread buffers of the direct paths. */
+typedef struct {
+    REAL *plane;        /* the zero-padded input plane */
+    const REAL **src;   /* kvol: the taps' input rows of an output row */
+    REAL **acc;         /* cout_g x kvol: weight gradient lane sums, ... */
+    REAL *lanes;        /* ... each of vlen lanes */
+    ptc_segment *segs;  /* input gradient: a tile's row segments */
+} FN(direct_scratch);
 
 typedef struct {
     const ptc_geometry *g;
+    const ptc_geometry *pg; /* of the zero-padded problem (g itself without padding) */
     const ptc_kernel_set *ks;
     const REAL *x, *w, *bias, *dy;
     REAL *out;
-    int64_t nc, ntiles, seg_cap;
-    ptc_segment **segs; /* per thread */
+    int64_t pvol, vlen;
+    int64_t nc, ntiles, seg_cap; /* input gradient: tiles of output positions */
+    FN(direct_scratch) **scratch; /* per thread */
 } FN(direct_job);
 
-#define DIRECT_TILE 4096
-
-static ptc_status FN(direct_segments)(FN(direct_job) *job, int tid, ptc_segment **out)
+static void FN(direct_scratch_free)(FN(direct_scratch) *sc)
 {
-    if (!job->segs[tid]) {
-        job->segs[tid] = (ptc_segment *)calloc((size_t)job->seg_cap, sizeof(ptc_segment));
-        if (!job->segs[tid]) return PTC_ERR_NO_MEMORY;
+    if (!sc) return;
+    free(sc->plane);
+    free(sc->src);
+    free(sc->acc);
+    free(sc->lanes);
+    free(sc->segs);
+    free(sc);
+}
+
+static ptc_status FN(direct_scratch_get)(FN(direct_job) *job, int tid, FN(direct_scratch) **out)
+{
+    if (!job->scratch[tid]) {
+        int64_t kvol = job->g->kvol, sums = job->g->cout_g * kvol;
+        int padded = job->pg != job->g;
+        FN(direct_scratch) *sc = (FN(direct_scratch) *)calloc(1, sizeof(*sc));
+        int ok = sc != NULL;
+        if (ok) {
+            sc->plane = padded ? FN(alloc)(job->pvol) : NULL;
+            sc->src = (const REAL **)malloc((size_t)kvol * sizeof(REAL *));
+            sc->acc = (REAL **)malloc((size_t)sums * sizeof(REAL *));
+            sc->lanes = FN(alloc)(sums * job->vlen);
+            sc->segs = (ptc_segment *)calloc((size_t)job->seg_cap, sizeof(ptc_segment));
+            ok = (sc->plane || !padded) && sc->src && sc->acc && sc->lanes && sc->segs;
+        }
+        if (!ok) {
+            FN(direct_scratch_free)(sc);
+            return PTC_ERR_NO_MEMORY;
+        }
+        for (int64_t i = 0; i < sums; i++) sc->acc[i] = sc->lanes + i * job->vlen;
+        job->scratch[tid] = sc;
     }
-    *out = job->segs[tid];
+    *out = job->scratch[tid];
     return PTC_OK;
+}
+
+/* Input plane xc as the padded problem reads it: copied into the zero-padded
+ * buffer, or xc itself where there is no padding. */
+static const REAL *FN(direct_plane)(const FN(direct_job) *job, FN(direct_scratch) *sc,
+                                    const REAL *xc)
+{
+    if (job->pg == job->g) return xc;
+    const ptc_problem *p = job->g->p;
+    int last = p->ndim - 1;
+    int64_t row = p->in_size[last], rows = job->g->in_spatial / row;
+    memset(sc->plane, 0, (size_t)job->pvol * sizeof(REAL));
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t rest = r, off = p->pad_low[last];
+        for (int d = last - 1; d >= 0; d--) {
+            off += (rest % p->in_size[d] + p->pad_low[d]) * job->pg->in_stride[d];
+            rest /= p->in_size[d];
+        }
+        memcpy(sc->plane + off, xc + r * row, (size_t)row * sizeof(REAL));
+    }
+    return sc->plane;
+}
+
+/* Offset in the padded plane of the first window of output row r. */
+static int64_t FN(row_origin)(const FN(direct_job) *job, int64_t r)
+{
+    const ptc_problem *p = job->g->p;
+    int64_t v = 0;
+    for (int d = p->ndim - 2; d >= 0; d--) {
+        v += (r % p->out_size[d]) * p->stride[d] * job->pg->in_stride[d];
+        r /= p->out_size[d];
+    }
+    return v;
 }
 
 static ptc_status FN(direct_forward_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
@@ -857,31 +937,69 @@ static ptc_status FN(direct_forward_task)(void *vjob, int64_t t, int tid, ptc_pa
     FN(direct_job) *job = (FN(direct_job) *)vjob;
     const ptc_geometry *g = job->g;
     const ptc_problem *p = g->p;
-    ptc_segment *segs;
-    ptc_status st = FN(direct_segments)(job, tid, &segs);
+    FN(direct_scratch) *sc;
+    ptc_status st = FN(direct_scratch_get)(job, tid, &sc);
     if (st != PTC_OK) return st;
-    int64_t tile = t % job->ntiles, grp = t / job->ntiles % p->groups, n = t / job->ntiles / p->groups;
-    int64_t P = g->out_spatial, p0 = tile * job->nc, nc = FN(min64)(job->nc, P - p0);
-    int64_t nseg = ptc_segments(g, p0, nc, segs), s = p->stride[p->ndim - 1];
-    const REAL *xc = job->x + (n * p->in_channels + grp) * g->in_spatial;
-    for (int64_t j = 0; j < g->cout_g; j++) {
-        int64_t co = grp * g->cout_g + j;
-        REAL *yrow = job->out + (n * p->out_channels + co) * P + p0;
-        memset(yrow, 0, (size_t)nc * sizeof(REAL));
-        for (int64_t q = 0; q < g->kvol; q++) {
-            REAL wq = job->w[co * g->kvol + q];
-            for (int64_t si = 0; si < nseg; si++) {
-                const ptc_segment *sg = &segs[si];
-                int64_t off = ptc_row_offset(g, sg, q), lo, hi;
-                if (off < 0) continue;
-                ptc_last_dim_range(g, q, sg->o_last, sg->len, &lo, &hi);
-                if (hi > lo)
-                    AXPY(job->ks)(hi - lo, wq, xc + off + lo * s + g->shift[q], s,
-                                  yrow + sg->col + (lo - sg->o_last), 1);
+    int64_t grp = t % p->groups, n = t / p->groups, P = g->out_spatial, kvol = g->kvol;
+    int64_t row = p->out_size[p->ndim - 1], s = p->stride[p->ndim - 1];
+    const REAL *xp = FN(direct_plane)(job, sc, job->x + (n * p->in_channels + grp) * g->in_spatial);
+    for (int64_t r = 0; r < P / row; r++) {
+        const REAL *origin = xp + FN(row_origin)(job, r);
+        for (int64_t q = 0; q < kvol; q++) sc->src[q] = origin + job->pg->kdelta[q];
+        for (int64_t j = 0; j < g->cout_g; j++) {
+            int64_t co = grp * g->cout_g + j;
+            const REAL *w = job->w + co * kvol;
+            REAL *y = job->out + (n * p->out_channels + co) * P + r * row;
+            if (s == 1) {
+                TAPS(job->ks)(row, kvol, sc->src, w, y);
+            } else {
+                for (int64_t i = 0; i < row; i++) {
+                    REAL acc = 0;
+                    for (int64_t q = 0; q < kvol; q++) acc = w[q] * sc->src[q][i * s] + acc;
+                    y[i] = acc;
+                }
+            }
+            if (job->bias)
+                for (int64_t i = 0; i < row; i++) y[i] += job->bias[co];
+        }
+    }
+    return PTC_OK;
+}
+
+static ptc_status FN(direct_filter_task)(void *vjob, int64_t grp, int tid, ptc_parallel *par)
+{
+    FN(direct_job) *job = (FN(direct_job) *)vjob;
+    const ptc_geometry *g = job->g;
+    const ptc_problem *p = g->p;
+    FN(direct_scratch) *sc;
+    ptc_status st = FN(direct_scratch_get)(job, tid, &sc);
+    if (st != PTC_OK) return st;
+    int64_t P = g->out_spatial, kvol = g->kvol, sums = g->cout_g * kvol;
+    int64_t row = p->out_size[p->ndim - 1], s = p->stride[p->ndim - 1];
+    memset(sc->lanes, 0, (size_t)(sums * job->vlen) * sizeof(REAL));
+    for (int64_t n = 0; n < p->batch; n++) {
+        const REAL *xp = FN(direct_plane)(job, sc, job->x + (n * p->in_channels + grp) * g->in_spatial);
+        for (int64_t r = 0; r < P / row; r++) {
+            const REAL *origin = xp + FN(row_origin)(job, r);
+            for (int64_t q = 0; q < kvol; q++) sc->src[q] = origin + job->pg->kdelta[q];
+            for (int64_t j = 0; j < g->cout_g; j++) {
+                int64_t co = grp * g->cout_g + j;
+                const REAL *dy = job->dy + (n * p->out_channels + co) * P + r * row;
+                if (s == 1) {
+                    TAPDOT(job->ks)(row, kvol, sc->src, dy, sc->acc + j * kvol);
+                } else {
+                    for (int64_t q = 0; q < kvol; q++)
+                        sc->acc[j * kvol + q][0] += DOTV(job->ks)(row, sc->src[q], s, dy);
+                }
             }
         }
-        if (job->bias)
-            for (int64_t i = 0; i < nc; i++) yrow[i] += job->bias[co];
+        if (ptc_poll(par, tid)) return PTC_OK;
+    }
+    REAL *dw = job->out + grp * sums;
+    for (int64_t i = 0; i < sums; i++) {
+        REAL total = 0;
+        for (int64_t l = 0; l < job->vlen; l++) total += sc->acc[i][l];
+        dw[i] = total;
     }
     return PTC_OK;
 }
@@ -891,8 +1009,8 @@ static ptc_status FN(direct_data_task)(void *vjob, int64_t t, int tid, ptc_paral
     FN(direct_job) *job = (FN(direct_job) *)vjob;
     const ptc_geometry *g = job->g;
     const ptc_problem *p = g->p;
-    ptc_segment *segs;
-    ptc_status st = FN(direct_segments)(job, tid, &segs);
+    FN(direct_scratch) *sc;
+    ptc_status st = FN(direct_scratch_get)(job, tid, &sc);
     if (st != PTC_OK) return st;
     int64_t grp = t % p->groups, n = t / p->groups, P = g->out_spatial;
     int64_t s = p->stride[p->ndim - 1];
@@ -900,14 +1018,14 @@ static ptc_status FN(direct_data_task)(void *vjob, int64_t t, int tid, ptc_paral
     memset(dxc, 0, (size_t)g->in_spatial * sizeof(REAL));
     for (int64_t tile = 0; tile < job->ntiles; tile++) {
         int64_t p0 = tile * job->nc, nc = FN(min64)(job->nc, P - p0);
-        int64_t nseg = ptc_segments(g, p0, nc, segs);
+        int64_t nseg = ptc_segments(g, p0, nc, sc->segs);
         for (int64_t j = 0; j < g->cout_g; j++) {
             int64_t co = grp * g->cout_g + j;
             const REAL *dyrow = job->dy + (n * p->out_channels + co) * P + p0;
             for (int64_t q = 0; q < g->kvol; q++) {
                 REAL wq = job->w[co * g->kvol + q];
                 for (int64_t si = 0; si < nseg; si++) {
-                    const ptc_segment *sg = &segs[si];
+                    const ptc_segment *sg = &sc->segs[si];
                     int64_t off = ptc_row_offset(g, sg, q), lo, hi;
                     if (off < 0) continue;
                     ptc_last_dim_range(g, q, sg->o_last, sg->len, &lo, &hi);
@@ -922,200 +1040,20 @@ static ptc_status FN(direct_data_task)(void *vjob, int64_t t, int tid, ptc_paral
     return PTC_OK;
 }
 
-static ptc_status FN(direct_filter_task)(void *vjob, int64_t grp, int tid, ptc_parallel *par)
-{
-    FN(direct_job) *job = (FN(direct_job) *)vjob;
-    const ptc_geometry *g = job->g;
-    const ptc_problem *p = g->p;
-    ptc_segment *segs;
-    ptc_status st = FN(direct_segments)(job, tid, &segs);
-    if (st != PTC_OK) return st;
-    int64_t P = g->out_spatial, s = p->stride[p->ndim - 1];
-    REAL *dw = job->out + grp * g->cout_g * g->kvol;
-    memset(dw, 0, (size_t)(g->cout_g * g->kvol) * sizeof(REAL));
-    for (int64_t n = 0; n < p->batch; n++) {
-        const REAL *xc = job->x + (n * p->in_channels + grp) * g->in_spatial;
-        for (int64_t tile = 0; tile < job->ntiles; tile++) {
-            int64_t p0 = tile * job->nc, nc = FN(min64)(job->nc, P - p0);
-            int64_t nseg = ptc_segments(g, p0, nc, segs);
-            for (int64_t j = 0; j < g->cout_g; j++) {
-                int64_t co = grp * g->cout_g + j;
-                const REAL *dyrow = job->dy + (n * p->out_channels + co) * P + p0;
-                for (int64_t q = 0; q < g->kvol; q++) {
-                    REAL acc = 0;
-                    for (int64_t si = 0; si < nseg; si++) {
-                        const ptc_segment *sg = &segs[si];
-                        int64_t off = ptc_row_offset(g, sg, q), lo, hi;
-                        if (off < 0) continue;
-                        ptc_last_dim_range(g, q, sg->o_last, sg->len, &lo, &hi);
-                        if (hi > lo)
-                            acc += DOTV(job->ks)(hi - lo, xc + off + lo * s + g->shift[q], s,
-                                                 dyrow + sg->col + (lo - sg->o_last));
-                    }
-                    dw[j * g->kvol + q] += acc;
-                }
-            }
-            if (ptc_poll(par, tid)) return PTC_OK;
-        }
-    }
-    return PTC_OK;
-}
-
-/* Stride 1: one plane at a time on its padded grid (as the shifted GEMM path
- * does): the plane is padded into a per-thread buffer, and each kernel offset
- * is one long axpy (or dot) over the whole grid; the origins between output
- * rows are computed and dropped. */
-typedef struct {
-    const ptc_geometry *pg; /* geometry of the padded problem: pad 0 */
-    int64_t pvol, vspan;
-    REAL **buf;             /* per thread: padded plane, then the grid buffer */
-} FN(plane_job);
-
-static void FN(pad_plane)(const ptc_problem *p, const ptc_geometry *pg, const REAL *src, REAL *dst,
-                          int64_t pvol)
-{
-    memset(dst, 0, (size_t)pvol * sizeof(REAL));
-    int last = p->ndim - 1;
-    int64_t row = p->in_size[last], rows = ptc_geometry_in_volume(p) / row;
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t rest = r, off = p->pad_low[last];
-        for (int d = last - 1; d >= 0; d--) {
-            off += (rest % p->in_size[d] + p->pad_low[d]) * pg->in_stride[d];
-            rest /= p->in_size[d];
-        }
-        memcpy(dst + off, src + r * row, (size_t)row * sizeof(REAL));
-    }
-}
-
-/* Origin on the padded grid of the first output of output row r. */
-static int64_t FN(row_origin)(const ptc_geometry *pg, int64_t r)
-{
-    const ptc_problem *q = pg->p;
-    int64_t v = 0;
-    for (int d = q->ndim - 2; d >= 0; d--) {
-        v += (r % q->out_size[d]) * pg->in_stride[d];
-        r /= q->out_size[d];
-    }
-    return v;
-}
-
-static ptc_status FN(plane_buffers)(FN(direct_job) *job, FN(plane_job) *pj, int tid, REAL **xpb,
-                                    REAL **grid)
-{
-    if (!pj->buf[tid]) {
-        int64_t vlen = 64; /* slack for vector reads past the grid's end */
-        pj->buf[tid] = FN(alloc)(pj->pvol + vlen + pj->vspan + vlen);
-        if (!pj->buf[tid]) return PTC_ERR_NO_MEMORY;
-    }
-    (void)job;
-    *xpb = pj->buf[tid];
-    *grid = pj->buf[tid] + pj->pvol + 64;
-    return PTC_OK;
-}
-
-typedef struct {
-    FN(direct_job) base;
-    FN(plane_job) plane;
-} FN(direct_plane_job);
-
-static ptc_status FN(plane_forward_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
-{
-    (void)par;
-    FN(direct_plane_job) *dj = (FN(direct_plane_job) *)vjob;
-    FN(direct_job) *job = &dj->base;
-    FN(plane_job) *pj = &dj->plane;
-    const ptc_geometry *g = job->g, *pg = pj->pg;
-    const ptc_problem *p = g->p;
-    REAL *xpb, *grid;
-    ptc_status st = FN(plane_buffers)(job, pj, tid, &xpb, &grid);
-    if (st != PTC_OK) return st;
-    int64_t grp = t % p->groups, n = t / p->groups, P = g->out_spatial;
-    int64_t row = p->out_size[p->ndim - 1], rows = P / row;
-    FN(pad_plane)(p, pg, job->x + (n * p->in_channels + grp) * g->in_spatial, xpb, pj->pvol);
-    for (int64_t j = 0; j < g->cout_g; j++) {
-        int64_t co = grp * g->cout_g + j;
-        memset(grid, 0, (size_t)pj->vspan * sizeof(REAL));
-        for (int64_t q = 0; q < g->kvol; q++)
-            AXPY(job->ks)(pj->vspan, job->w[co * g->kvol + q], xpb + pg->kdelta[q], 1, grid, 1);
-        REAL *y = job->out + (n * p->out_channels + co) * P;
-        REAL b = job->bias ? job->bias[co] : 0;
-        for (int64_t r = 0; r < rows; r++) {
-            const REAL *src = grid + FN(row_origin)(pg, r);
-            for (int64_t i = 0; i < row; i++) y[r * row + i] = src[i] + b;
-        }
-    }
-    return PTC_OK;
-}
-
-static ptc_status FN(plane_filter_task)(void *vjob, int64_t grp, int tid, ptc_parallel *par)
-{
-    FN(direct_plane_job) *dj = (FN(direct_plane_job) *)vjob;
-    FN(direct_job) *job = &dj->base;
-    FN(plane_job) *pj = &dj->plane;
-    const ptc_geometry *g = job->g, *pg = pj->pg;
-    const ptc_problem *p = g->p;
-    REAL *xpb, *grid;
-    ptc_status st = FN(plane_buffers)(job, pj, tid, &xpb, &grid);
-    if (st != PTC_OK) return st;
-    ptc_segment *segs = NULL;
-    int64_t P = g->out_spatial, row = p->out_size[p->ndim - 1], rows = P / row;
-    REAL *dw = job->out + grp * g->cout_g * g->kvol;
-    memset(dw, 0, (size_t)(g->cout_g * g->kvol) * sizeof(REAL));
-    for (int64_t n = 0; n < p->batch; n++) {
-        const REAL *xc = job->x + (n * p->in_channels + grp) * g->in_spatial;
-        FN(pad_plane)(p, pg, xc, xpb, pj->pvol);
-        /* The grid's dropped origins multiply dY's zeros there: exact unless the
-         * plane holds an Inf or a NaN, which then takes the row-by-row way. */
-        int finite = FN(all_finite)(xpb, pj->pvol);
-        for (int64_t j = 0; j < g->cout_g; j++) {
-            int64_t co = grp * g->cout_g + j;
-            const REAL *dy = job->dy + (n * p->out_channels + co) * P;
-            if (finite) {
-                memset(grid, 0, (size_t)pj->vspan * sizeof(REAL));
-                for (int64_t r = 0; r < rows; r++)
-                    memcpy(grid + FN(row_origin)(pg, r), dy + r * row, (size_t)row * sizeof(REAL));
-                for (int64_t q = 0; q < g->kvol; q++)
-                    dw[j * g->kvol + q] += DOTV(job->ks)(pj->vspan, xpb + pg->kdelta[q], 1, grid);
-                continue;
-            }
-            if (!segs) {
-                st = FN(direct_segments)(job, tid, &segs);
-                if (st != PTC_OK) return st;
-            }
-            for (int64_t tile = 0; tile < job->ntiles; tile++) {
-                int64_t p0 = tile * job->nc, nc = FN(min64)(job->nc, P - p0);
-                int64_t nseg = ptc_segments(g, p0, nc, segs);
-                for (int64_t q = 0; q < g->kvol; q++) {
-                    REAL acc = 0;
-                    for (int64_t si = 0; si < nseg; si++) {
-                        const ptc_segment *sg = &segs[si];
-                        int64_t off = ptc_row_offset(g, sg, q), lo, hi;
-                        if (off < 0) continue;
-                        ptc_last_dim_range(g, q, sg->o_last, sg->len, &lo, &hi);
-                        if (hi > lo)
-                            acc += DOTV(job->ks)(hi - lo, xc + off + lo + g->shift[q], 1,
-                                                 dy + p0 + sg->col + (lo - sg->o_last));
-                    }
-                    dw[j * g->kvol + q] += acc;
-                }
-            }
-        }
-        if (ptc_poll(par, tid)) return PTC_OK;
-    }
-    return PTC_OK;
-}
+#define DIRECT_TILE 4096
 
 /* op: 0 forward, 1 backward data, 2 backward filter. */
 static ptc_status FN(direct)(int op, const ptc_problem *p, const REAL *a, const REAL *b,
                              const REAL *bias, REAL *out, const ptc_options *opt)
 {
-    ptc_geometry g;
+    ptc_geometry g, pg;
     ptc_status st = ptc_geometry_init(&g, p);
     if (st != PTC_OK) return st;
     FN(direct_job) job;
     memset(&job, 0, sizeof(job));
-    job.g = &g;
+    job.g = job.pg = &g;
     job.ks = ptc_kernels();
+    job.vlen = KERNEL_VLEN(job.ks);
     job.out = out;
     job.bias = bias;
     if (op == 0) { job.x = a; job.w = b; }
@@ -1124,48 +1062,33 @@ static ptc_status FN(direct)(int op, const ptc_problem *p, const REAL *a, const 
     int64_t P = g.out_spatial;
     job.nc = FN(min64)(P, DIRECT_TILE);
     job.ntiles = FN(ceil_div)(P, job.nc);
-    job.seg_cap = job.nc / p->out_size[p->ndim - 1] + 2;
+    job.seg_cap = op == 1 ? job.nc / p->out_size[p->ndim - 1] + 2 : 1;
+    int padded = 0;
+    for (int d = 0; d < p->ndim; d++) padded |= p->pad_low[d] || p->pad_high[d];
+    ptc_problem zp = FN(padded_problem)(p, &job.pvol);
+    if (padded && op != 1) {
+        st = ptc_geometry_init(&pg, &zp);
+        if (st != PTC_OK) {
+            ptc_geometry_free(&g);
+            return st;
+        }
+        job.pg = &pg;
+    }
     double work = 2.0 * (double)p->batch * (double)p->out_channels * (double)g.kvol * (double)P;
     int nthreads = ptc_threads_for_work(work);
-    job.segs = (ptc_segment **)calloc((size_t)nthreads, sizeof(ptc_segment *));
-    if (!job.segs) st = PTC_ERR_NO_MEMORY;
-    int stride_one = 1;
-    for (int d = 0; d < p->ndim; d++) stride_one &= p->stride[d] == 1;
-    if (st == PTC_OK && stride_one && op != 1) {
-        FN(direct_plane_job) dj;
-        memset(&dj, 0, sizeof(dj));
-        dj.base = job;
-        ptc_problem padded = FN(padded_problem)(p, &dj.plane.pvol);
-        ptc_geometry pg;
-        st = ptc_geometry_init(&pg, &padded);
-        if (st == PTC_OK) {
-            dj.plane.pg = &pg;
-            dj.plane.vspan = 1;
-            for (int d = 0; d < p->ndim; d++) dj.plane.vspan += (p->out_size[d] - 1) * pg.in_stride[d];
-            dj.plane.buf = (REAL **)calloc((size_t)nthreads, sizeof(REAL *));
-            if (!dj.plane.buf) st = PTC_ERR_NO_MEMORY;
-            if (st == PTC_OK)
-                st = op == 0 ? ptc_parallel_for(p->batch * p->groups, nthreads,
-                                                FN(plane_forward_task), &dj, opt)
-                             : ptc_parallel_for(p->groups, nthreads, FN(plane_filter_task), &dj, opt);
-            if (dj.plane.buf)
-                for (int i = 0; i < nthreads; i++) free(dj.plane.buf[i]);
-            free(dj.plane.buf);
-            ptc_geometry_free(&pg);
-        }
-        job.segs = dj.base.segs;
-    } else if (st == PTC_OK) {
+    job.scratch = (FN(direct_scratch) **)calloc((size_t)nthreads, sizeof(FN(direct_scratch) *));
+    if (!job.scratch) st = PTC_ERR_NO_MEMORY;
+    if (st == PTC_OK) {
         if (op == 0)
-            st = ptc_parallel_for(p->batch * p->groups * job.ntiles, nthreads,
-                                  FN(direct_forward_task), &job, opt);
+            st = ptc_parallel_for(p->batch * p->groups, nthreads, FN(direct_forward_task), &job, opt);
         else if (op == 1)
             st = ptc_parallel_for(p->batch * p->groups, nthreads, FN(direct_data_task), &job, opt);
         else
             st = ptc_parallel_for(p->groups, nthreads, FN(direct_filter_task), &job, opt);
+        for (int i = 0; i < nthreads; i++) FN(direct_scratch_free)(job.scratch[i]);
     }
-    if (job.segs)
-        for (int i = 0; i < nthreads; i++) free(job.segs[i]);
-    free(job.segs);
+    free(job.scratch);
+    if (job.pg != &g) ptc_geometry_free(&pg);
     ptc_geometry_free(&g);
     return st;
 }

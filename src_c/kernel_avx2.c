@@ -4,6 +4,16 @@
 #include "kernels.h"
 #include <immintrin.h>
 #define DMR 3
+
+/* Lane masks of the first r lanes (masked loads and stores of a row's tail). */
+static inline __m256i avx2_mask32(int64_t r)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+static inline __m256i avx2_mask64(int64_t r)
+{
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(r), _mm256_setr_epi64x(0, 1, 2, 3));
+}
 #define DNR 4
 
 #define REAL float
@@ -12,6 +22,8 @@
 #define MR 6
 #define VLOAD _mm256_loadu_ps
 #define VSTORE _mm256_storeu_ps
+#define VLOADN(p, r) _mm256_maskload_ps(p, avx2_mask32(r))
+#define VSTOREN(p, r, v) _mm256_maskstore_ps(p, avx2_mask32(r), v)
 #define VSET1 _mm256_set1_ps
 #define VZERO _mm256_setzero_ps()
 #define VFMA _mm256_fmadd_ps
@@ -26,18 +38,24 @@
 #define DOT_NAME dot_avx2_f32
 #define AXPY_NAME axpy_avx2_f32
 #define DOTV_NAME dotv_avx2_f32
+#define TAPS_NAME taps_avx2_f32
+#define TAPDOT_NAME tapdot_avx2_f32
 #include "kernel_template.h"
 #undef NV
 #undef KERNEL_NAME
 #undef DOT_NAME
 #undef AXPY_NAME
 #undef DOTV_NAME
+#undef TAPS_NAME
+#undef TAPDOT_NAME
 #undef REAL
 #undef VEC
 #undef VLEN
 #undef MR
 #undef VLOAD
 #undef VSTORE
+#undef VLOADN
+#undef VSTOREN
 #undef VSET1
 #undef VZERO
 #undef VFMA
@@ -49,6 +67,8 @@
 #define MR 6
 #define VLOAD _mm256_loadu_pd
 #define VSTORE _mm256_storeu_pd
+#define VLOADN(p, r) _mm256_maskload_pd(p, avx2_mask64(r))
+#define VSTOREN(p, r, v) _mm256_maskstore_pd(p, avx2_mask64(r), v)
 #define VSET1 _mm256_set1_pd
 #define VZERO _mm256_setzero_pd()
 #define VFMA _mm256_fmadd_pd
@@ -63,18 +83,24 @@
 #define DOT_NAME dot_avx2_f64
 #define AXPY_NAME axpy_avx2_f64
 #define DOTV_NAME dotv_avx2_f64
+#define TAPS_NAME taps_avx2_f64
+#define TAPDOT_NAME tapdot_avx2_f64
 #include "kernel_template.h"
 #undef NV
 #undef KERNEL_NAME
 #undef DOT_NAME
 #undef AXPY_NAME
 #undef DOTV_NAME
+#undef TAPS_NAME
+#undef TAPDOT_NAME
 #undef REAL
 #undef VEC
 #undef VLEN
 #undef MR
 #undef VLOAD
 #undef VSTORE
+#undef VLOADN
+#undef VSTOREN
 #undef VSET1
 #undef VZERO
 #undef VFMA
@@ -88,4 +114,5 @@ const ptc_kernel_set ptc_kernels_avx2 = {
     {kernel_avx2_f64_1_rows, kernel_avx2_f64_2_rows},
     DMR, DNR, dot_avx2_f32, dot_avx2_f64,
     axpy_avx2_f32, axpy_avx2_f64, dotv_avx2_f32, dotv_avx2_f64,
+    taps_avx2_f32, taps_avx2_f64, tapdot_avx2_f32, tapdot_avx2_f64,
 };

@@ -14,6 +14,8 @@
 #define MR 8
 #define VLOAD _mm512_loadu_ps
 #define VSTORE _mm512_storeu_ps
+#define VLOADN(p, r) _mm512_maskz_loadu_ps((__mmask16)((1u << (r)) - 1), p)
+#define VSTOREN(p, r, v) _mm512_mask_storeu_ps(p, (__mmask16)((1u << (r)) - 1), v)
 #define VSET1 _mm512_set1_ps
 #define VZERO _mm512_setzero_ps()
 #define VFMA _mm512_fmadd_ps
@@ -33,18 +35,24 @@
 #define DOT_NAME dot_avx512_f32
 #define AXPY_NAME axpy_avx512_f32
 #define DOTV_NAME dotv_avx512_f32
+#define TAPS_NAME taps_avx512_f32
+#define TAPDOT_NAME tapdot_avx512_f32
 #include "kernel_template.h"
 #undef NV
 #undef KERNEL_NAME
 #undef DOT_NAME
 #undef AXPY_NAME
 #undef DOTV_NAME
+#undef TAPS_NAME
+#undef TAPDOT_NAME
 #undef REAL
 #undef VEC
 #undef VLEN
 #undef MR
 #undef VLOAD
 #undef VSTORE
+#undef VLOADN
+#undef VSTOREN
 #undef VSET1
 #undef VZERO
 #undef VFMA
@@ -56,6 +64,8 @@
 #define MR 8
 #define VLOAD _mm512_loadu_pd
 #define VSTORE _mm512_storeu_pd
+#define VLOADN(p, r) _mm512_maskz_loadu_pd((__mmask8)((1u << (r)) - 1), p)
+#define VSTOREN(p, r, v) _mm512_mask_storeu_pd(p, (__mmask8)((1u << (r)) - 1), v)
 #define VSET1 _mm512_set1_pd
 #define VZERO _mm512_setzero_pd()
 #define VFMA _mm512_fmadd_pd
@@ -75,18 +85,24 @@
 #define DOT_NAME dot_avx512_f64
 #define AXPY_NAME axpy_avx512_f64
 #define DOTV_NAME dotv_avx512_f64
+#define TAPS_NAME taps_avx512_f64
+#define TAPDOT_NAME tapdot_avx512_f64
 #include "kernel_template.h"
 #undef NV
 #undef KERNEL_NAME
 #undef DOT_NAME
 #undef AXPY_NAME
 #undef DOTV_NAME
+#undef TAPS_NAME
+#undef TAPDOT_NAME
 #undef REAL
 #undef VEC
 #undef VLEN
 #undef MR
 #undef VLOAD
 #undef VSTORE
+#undef VLOADN
+#undef VSTOREN
 #undef VSET1
 #undef VZERO
 #undef VFMA
@@ -100,4 +116,5 @@ const ptc_kernel_set ptc_kernels_avx512 = {
     {kernel_avx512_f64_1_rows, kernel_avx512_f64_2_rows, kernel_avx512_f64_3_rows},
     DMR, DNR, dot_avx512_f32, dot_avx512_f64,
     axpy_avx512_f32, axpy_avx512_f64, dotv_avx512_f32, dotv_avx512_f64,
+    taps_avx512_f32, taps_avx512_f64, tapdot_avx512_f32, tapdot_avx512_f64,
 };

@@ -13,6 +13,8 @@
 #define MR 4
 #define VLOAD(p) (*(p))
 #define VSTORE(p, v) (*(p) = (v))
+#define VLOADN(p, r) ((r) ? *(p) : 0) /* one lane: r is 0 or 1 */
+#define VSTOREN(p, r, v) ((r) ? (void)(*(p) = (v)) : (void)0)
 #define VSET1(x) (x)
 #define VZERO 0.0f
 #define VFMA(a, b, c) ((a) * (b) + (c))
@@ -57,18 +59,24 @@
 #define DOT_NAME dot_generic_f32
 #define AXPY_NAME axpy_generic_f32
 #define DOTV_NAME dotv_generic_f32
+#define TAPS_NAME taps_generic_f32
+#define TAPDOT_NAME tapdot_generic_f32
 #include "kernel_template.h"
 #undef NV
 #undef KERNEL_NAME
 #undef DOT_NAME
 #undef AXPY_NAME
 #undef DOTV_NAME
+#undef TAPS_NAME
+#undef TAPDOT_NAME
 #undef REAL
 #undef VEC
 #undef VLEN
 #undef MR
 #undef VLOAD
 #undef VSTORE
+#undef VLOADN
+#undef VSTOREN
 #undef VSET1
 #undef VZERO
 #undef VFMA
@@ -80,6 +88,8 @@
 #define MR 4
 #define VLOAD(p) (*(p))
 #define VSTORE(p, v) (*(p) = (v))
+#define VLOADN(p, r) ((r) ? *(p) : 0) /* one lane: r is 0 or 1 */
+#define VSTOREN(p, r, v) ((r) ? (void)(*(p) = (v)) : (void)0)
 #define VSET1(x) (x)
 #define VZERO 0.0
 #define VFMA(a, b, c) ((a) * (b) + (c))
@@ -124,18 +134,24 @@
 #define DOT_NAME dot_generic_f64
 #define AXPY_NAME axpy_generic_f64
 #define DOTV_NAME dotv_generic_f64
+#define TAPS_NAME taps_generic_f64
+#define TAPDOT_NAME tapdot_generic_f64
 #include "kernel_template.h"
 #undef NV
 #undef KERNEL_NAME
 #undef DOT_NAME
 #undef AXPY_NAME
 #undef DOTV_NAME
+#undef TAPS_NAME
+#undef TAPDOT_NAME
 #undef REAL
 #undef VEC
 #undef VLEN
 #undef MR
 #undef VLOAD
 #undef VSTORE
+#undef VLOADN
+#undef VSTOREN
 #undef VSET1
 #undef VZERO
 #undef VFMA
@@ -149,4 +165,5 @@ const ptc_kernel_set ptc_kernels_generic = {
     {kernel_generic_f64_1_rows, kernel_generic_f64_2_rows, kernel_generic_f64_3_rows, kernel_generic_f64_4_rows, kernel_generic_f64_5_rows, kernel_generic_f64_6_rows, kernel_generic_f64_7_rows, kernel_generic_f64_8_rows},
     DMR, DNR, dot_generic_f32, dot_generic_f64,
     axpy_generic_f32, axpy_generic_f64, dotv_generic_f32, dotv_generic_f64,
+    taps_generic_f32, taps_generic_f64, tapdot_generic_f32, tapdot_generic_f64,
 };

@@ -1,7 +1,8 @@
 /* The micro-kernels, instantiated per ISA and type by defining before inclusion:
  *   KERNEL_NAME, DOT_NAME (optional), REAL, VEC, VLEN (elements per vector), NV (vectors
  *   per row), MR (rows), DMR x DNR (the dot kernel's tile), VLOAD, VSTORE,
- *   VSET1, VZERO, VFMA(a, b, c) = a * b + c, VADD.
+ *   VLOADN / VSTOREN (the first r lanes; a load zeroes the others), VSET1,
+ *   VZERO, VFMA(a, b, c) = a * b + c, VADD.
  * NR = NV * VLEN. Accumulator tiles live in registers. KERNEL_NAME_rows is the
  * same kernel reading B row k at b_rows[k] + boff (implicit GEMM: rows of the
  * padded input, no unfolded copy). */
@@ -135,6 +136,98 @@ static REAL DOTV_NAME(int64_t n, const REAL *x, int64_t incx, const REAL *y)
     for (; i < n; i++) total += x[i * incx] * y[i];
     return total;
 }
+#endif
+
+#ifdef TAPS_NAME
+/* Direct kernels of depthwise convolutions, over the ntaps input rows src[t]
+ * a row of outputs reads (one per kernel offset), each contiguous. A row's
+ * last partial vector is loaded and stored masked (VLOADN/VSTOREN: r lanes).
+ *
+ * TAPS_NAME: y[i] = sum_t w[t] * src[t][i] for i < n, summed over t in order.
+ * A block of up to TAPS_U vectors of outputs stays in registers across all
+ * taps and is stored once: each output costs ntaps loads, and the block's
+ * independent sums hide the latency of the FMAs. */
+#define TAPS_U 4
+static inline __attribute__((always_inline)) void PTC_KCAT(TAPS_NAME, _block)(
+    int u, int64_t r, int64_t i, int64_t ntaps, const REAL *const *src, const REAL *w, REAL *y)
+{
+    /* u whole vectors from i, then one of r lanes (0 <= r < VLEN) */
+    VEC acc[TAPS_U + 1];
+#pragma GCC unroll 5
+    for (int v = 0; v <= u; v++) acc[v] = VZERO;
+    for (int64_t t = 0; t < ntaps; t++) {
+        VEC wt = VSET1(w[t]);
+        const REAL *s = src[t] + i;
+#pragma GCC unroll 4
+        for (int v = 0; v < u; v++) acc[v] = VFMA(wt, VLOAD(s + v * VLEN), acc[v]);
+        if (r) acc[u] = VFMA(wt, VLOADN(s + u * VLEN, r), acc[u]);
+    }
+#pragma GCC unroll 4
+    for (int v = 0; v < u; v++) VSTORE(y + i + v * VLEN, acc[v]);
+    if (r) VSTOREN(y + i + u * VLEN, r, acc[u]);
+}
+
+static void TAPS_NAME(int64_t n, int64_t ntaps, const REAL *const *src, const REAL *w, REAL *y)
+{
+    int64_t i = 0;
+    for (; i + TAPS_U * VLEN <= n; i += TAPS_U * VLEN)
+        PTC_KCAT(TAPS_NAME, _block)(TAPS_U, 0, i, ntaps, src, w, y);
+    int64_t r = (n - i) % VLEN;
+    switch ((n - i) / VLEN) {
+    case 0: if (r) PTC_KCAT(TAPS_NAME, _block)(0, r, i, ntaps, src, w, y); break;
+    case 1: PTC_KCAT(TAPS_NAME, _block)(1, r, i, ntaps, src, w, y); break;
+    case 2: PTC_KCAT(TAPS_NAME, _block)(2, r, i, ntaps, src, w, y); break;
+    default: PTC_KCAT(TAPS_NAME, _block)(3, r, i, ntaps, src, w, y); break;
+    }
+}
+
+/* TAPDOT_NAME: acc[t][l] += sum over i < n with i % VLEN == l of dy[i] * src[t][i],
+ * the lane-wise partial sums of the weight gradient's dot products, which the
+ * caller reduces once at the end. Up to TAPDOT_MAX taps share each load of dy,
+ * their sums held in registers across the row; the row's last partial vector
+ * is read masked, its missing lanes zero in both operands. */
+#define TAPDOT_MAX 12
+static inline __attribute__((always_inline)) void PTC_KCAT(TAPDOT_NAME, _chunk)(
+    int nt, int64_t n, const REAL *const *src, const REAL *dy, REAL *const *acc)
+{
+    VEC a[TAPDOT_MAX];
+    int64_t i = 0, r = n % VLEN;
+#pragma GCC unroll 12
+    for (int t = 0; t < nt; t++) a[t] = VLOAD(acc[t]);
+    for (; i + VLEN <= n; i += VLEN) {
+        VEC d = VLOAD(dy + i);
+#pragma GCC unroll 12
+        for (int t = 0; t < nt; t++) a[t] = VFMA(VLOAD(src[t] + i), d, a[t]);
+    }
+    if (r) {
+        VEC d = VLOADN(dy + i, r);
+#pragma GCC unroll 12
+        for (int t = 0; t < nt; t++) a[t] = VFMA(VLOADN(src[t] + i, r), d, a[t]);
+    }
+#pragma GCC unroll 12
+    for (int t = 0; t < nt; t++) VSTORE(acc[t], a[t]);
+}
+
+static void TAPDOT_NAME(int64_t n, int64_t ntaps, const REAL *const *src, const REAL *dy,
+                        REAL *const *acc)
+{
+    /* Even chunks: 9 taps are one chunk, 27 three of 9, not 12 + 12 + 3. */
+    int64_t chunks = (ntaps + TAPDOT_MAX - 1) / TAPDOT_MAX;
+    for (int64_t t0 = 0; t0 < ntaps; chunks--) {
+        int64_t nt = (ntaps - t0 + chunks - 1) / chunks;
+#define PTC_TAPDOT_CASE(k) \
+    case k: PTC_KCAT(TAPDOT_NAME, _chunk)(k, n, src + t0, dy, acc + t0); break;
+        switch (nt) {
+            PTC_TAPDOT_CASE(1) PTC_TAPDOT_CASE(2) PTC_TAPDOT_CASE(3) PTC_TAPDOT_CASE(4)
+            PTC_TAPDOT_CASE(5) PTC_TAPDOT_CASE(6) PTC_TAPDOT_CASE(7) PTC_TAPDOT_CASE(8)
+            PTC_TAPDOT_CASE(9) PTC_TAPDOT_CASE(10) PTC_TAPDOT_CASE(11) PTC_TAPDOT_CASE(12)
+        }
+#undef PTC_TAPDOT_CASE
+        t0 += nt;
+    }
+}
+#undef TAPS_U
+#undef TAPDOT_MAX
 #endif
 
 #undef NR

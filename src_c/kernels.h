@@ -44,6 +44,16 @@ typedef void (*ptc_axpy_f64_fn)(int64_t n, double a, const double *x, int64_t in
 typedef float (*ptc_dotv_f32_fn)(int64_t n, const float *x, int64_t incx, const float *y);
 typedef double (*ptc_dotv_f64_fn)(int64_t n, const double *x, int64_t incx, const double *y);
 
+/* Depthwise kernels over the rows of the kernel's taps (kernel_template.h). */
+typedef void (*ptc_taps_f32_fn)(int64_t n, int64_t ntaps, const float *const *src,
+                                const float *w, float *y);
+typedef void (*ptc_taps_f64_fn)(int64_t n, int64_t ntaps, const double *const *src,
+                                const double *w, double *y);
+typedef void (*ptc_tapdot_f32_fn)(int64_t n, int64_t ntaps, const float *const *src,
+                                  const float *dy, float *const *acc);
+typedef void (*ptc_tapdot_f64_fn)(int64_t n, int64_t ntaps, const double *const *src,
+                                  const double *dy, double *const *acc);
+
 #define PTC_MAX_NV 8
 
 /* One ISA's kernels. f32[v - 1] computes a tile of mr_f32 rows and
@@ -65,6 +75,10 @@ typedef struct {
     ptc_axpy_f64_fn axpy_f64;
     ptc_dotv_f32_fn dotv_f32;
     ptc_dotv_f64_fn dotv_f64;
+    ptc_taps_f32_fn taps_f32;
+    ptc_taps_f64_fn taps_f64;
+    ptc_tapdot_f32_fn tapdot_f32;
+    ptc_tapdot_f64_fn tapdot_f64;
 } ptc_kernel_set;
 
 extern const ptc_kernel_set ptc_kernels_generic;

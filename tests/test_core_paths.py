@@ -6,7 +6,8 @@ chance; here every path is named, with its edges: the implicit GEMM of
 stride-1 convolutions in 3 or more dimensions (runs narrower and wider than a
 register tile, output channels that leave a partial row panel, groups, bias,
 dilation), the explicitly padded input for volumes whose rows mostly touch the
-padding, and the transposed convolution whose windows do not overlap (tiles
+padding, the direct depthwise kernels (rows longer and shorter than their
+register blocks, channel multipliers, strides), and the transposed convolution whose windows do not overlap (tiles
 run side by side; where the windows tile the output exactly, nothing is
 cleared first).
 """
@@ -36,6 +37,16 @@ CONV_PATHS = {
     "padded first 4d stride 2": ((1, 3, 6, 7, 6, 5), (5, 3, 3, 3, 3, 3), dict(padding=1, stride=2)),
     "padded first 3d dilated stride": ((2, 2, 5, 6, 5), (3, 2, 3, 3, 3), dict(padding=2, stride=(1, 2, 1), dilation=(2, 1, 2))),
     "padded first 2d": ((1, 4, 3, 40), (6, 4, 3, 3), dict(padding=(2, 1), stride=(1, 3))),
+    # direct depthwise (one input channel per group): rows longer than a
+    # register block, between one vector and a block, narrower than a vector
+    "depthwise 2d": ((2, 6, 9, 70), (6, 1, 3, 3), dict(padding=1, groups=6)),
+    "depthwise multiplier 3 dilated": ((1, 4, 11, 29), (12, 1, 3, 2), dict(padding=(2, 1), dilation=(2, 3), groups=4)),
+    "depthwise narrow rows": ((2, 3, 4, 3), (3, 1, 3, 3), dict(padding=2, groups=3)),
+    "depthwise stride 2": ((2, 5, 12, 15), (5, 1, 3, 3), dict(padding=1, stride=2, groups=5)),
+    "depthwise 1d unpadded": ((1, 3, 300), (3, 1, 5), dict(groups=3)),
+    "depthwise 3d asymmetric": ((1, 4, 5, 6, 7), (8, 1, 3, 3, 3), dict(padding=(1, 0, 2), groups=4)),
+    "depthwise 4d": ((1, 2, 4, 5, 4, 6), (2, 1, 2, 3, 2, 3), dict(padding=1, groups=2)),
+    "depthwise 7x7 reflect": ((1, 3, 10, 21), (3, 1, 7, 7), dict(padding=3, groups=3, padding_mode="reflect")),
 }
 
 # name: (transposed input shape, w shape, conv_transpose keyword arguments)
