@@ -535,6 +535,149 @@ static ptc_status FN(backward_data_zero_padded)(const ptc_problem *p, const REAL
     return st;
 }
 
+/* ---- 1-d transposed convolution with a long kernel ------------------------ */
+
+/* A 1-d transposed convolution with a long kernel (audio upsampling: 1024
+ * taps at stride 256) spends the path above scattering: each row of C (one
+ * tap, all positions) is added into dx at stride s, one cache line per term.
+ * Computed transposed, C^T = dY^T W (positions x taps), row p of C^T is the
+ * window of position p, contiguous in dx from p * s - pad_low: the
+ * micro-kernel adds its tiles straight into dx (ldc = s; rows of a tile
+ * overlap where the windows do, and are added one after another), and W's
+ * rows, packed once, are the B panels. A task owns one image, group and
+ * input channel, and adds its terms in a fixed order. */
+
+static int FN(long_kernel_ok)(const ptc_problem *p, int64_t nr)
+{
+    return p->ndim == 1 && p->dilation[0] == 1 && p->kernel[0] >= nr &&
+           p->kernel[0] > p->stride[0];
+}
+
+typedef struct {
+    const ptc_geometry *g;
+    FN(kernel_fn) const *kerns;
+    int64_t mr, nr, vlen;
+    const REAL *dy;
+    REAL *dx;
+    const REAL *bpack;  /* W per (group, channel): panels of nr taps, [panel][co][nr] */
+    int64_t npanels;    /* tap panels per channel */
+    int64_t mc, kc;     /* positions per A block, output channels per k-block */
+    int64_t span;       /* (P - 1) * s + k: the windows' extent, padding included */
+    int direct;         /* windows lie inside dx: add into it, no buffer */
+    REAL **abuf, **dbuf; /* per thread: packed dY^T block; padded dx row */
+} FN(long_job);
+
+static ptc_status FN(long_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
+{
+    FN(long_job) *job = (FN(long_job) *)vjob;
+    const ptc_geometry *g = job->g;
+    const ptc_problem *p = g->p;
+    int64_t ci = t % g->cin_g, grp = t / g->cin_g % p->groups, n = t / g->cin_g / p->groups;
+    int64_t P = g->out_spatial, K = g->cout_g, k = p->kernel[0], s = p->stride[0];
+    int64_t in = p->in_size[0], mr = job->mr, nr = job->nr;
+    if (!job->abuf[tid]) job->abuf[tid] = FN(alloc)(job->mc * K);
+    if (!job->direct && !job->dbuf[tid]) job->dbuf[tid] = FN(alloc)(job->span);
+    if (!job->abuf[tid] || (!job->direct && !job->dbuf[tid])) return PTC_ERR_NO_MEMORY;
+    REAL *a = job->abuf[tid];
+    REAL *dxrow = job->dx + (n * p->in_channels + grp * g->cin_g + ci) * in;
+    REAL *target = job->direct ? dxrow : job->dbuf[tid];
+    memset(target, 0, (size_t)(job->direct ? in : job->span) * sizeof(REAL));
+    const REAL *dyg = job->dy + (n * p->out_channels + grp * K) * P;
+    const REAL *bch = job->bpack + (grp * g->cin_g + ci) * job->npanels * K * nr;
+    for (int64_t p0 = 0; p0 < P; p0 += job->mc) {
+        int64_t mc = FN(min64)(job->mc, P - p0);
+        /* A block: panels of mr positions, a[(i0 / mr) * mr * K + co * mr + i] */
+        for (int64_t i0 = 0; i0 < mc; i0 += mr) {
+            REAL *panel = a + i0 * K;
+            int64_t rows = FN(min64)(mr, mc - i0);
+            for (int64_t co = 0; co < K; co++) {
+                const REAL *src = dyg + co * P + p0 + i0;
+                int64_t i = 0;
+                for (; i < rows; i++) panel[co * mr + i] = src[i];
+                for (; i < mr; i++) panel[co * mr + i] = 0;
+            }
+        }
+        for (int64_t k0 = 0; k0 < K; k0 += job->kc) {
+            int64_t kc = FN(min64)(job->kc, K - k0);
+            for (int64_t jp = 0; jp < job->npanels; jp++) {
+                int64_t j0 = jp * nr, ncols = FN(min64)(nr, k - j0);
+                FN(kernel_fn) kern = job->kerns[(ncols + job->vlen - 1) / job->vlen - 1];
+                const REAL *b = bch + (jp * K + k0) * nr;
+                for (int64_t i0 = 0; i0 < mc; i0 += mr)
+                    kern(kc, a + i0 * K + k0 * mr, b, nr, target + (p0 + i0) * s + j0, s, 1,
+                         FN(min64)(mr, mc - i0), ncols);
+            }
+        }
+        if (ptc_poll(par, tid)) return PTC_OK;
+    }
+    if (!job->direct) {
+        /* dx[i] is the window sum at i + pad_low; past the windows' extent it is 0. */
+        int64_t lo = p->pad_low[0], have = FN(min64)(in, job->span - lo);
+        memcpy(dxrow, target + lo, (size_t)(have > 0 ? have : 0) * sizeof(REAL));
+        if (have < in) memset(dxrow + (have > 0 ? have : 0), 0, (size_t)(in - (have > 0 ? have : 0)) * sizeof(REAL));
+    }
+    return PTC_OK;
+}
+
+static ptc_status FN(backward_data_long)(const ptc_problem *p, const REAL *dy, const REAL *w,
+                                         REAL *dx, const ptc_options *opt)
+{
+    ptc_geometry g;
+    ptc_status st = ptc_geometry_init(&g, p);
+    if (st != PTC_OK) return st;
+    FN(job) base;
+    FN(job_init)(&base, &g);
+    FN(long_job) job;
+    memset(&job, 0, sizeof(job));
+    job.g = &g;
+    job.kerns = base.kerns;
+    job.mr = base.mr;
+    job.nr = base.nr;
+    job.vlen = base.vlen;
+    job.dy = dy;
+    job.dx = dx;
+    int64_t K = g.cout_g, k = p->kernel[0], P = g.out_spatial, nr = job.nr;
+    job.npanels = FN(ceil_div)(k, nr);
+    job.kc = FN(block_len)(K, KC_BYTES / (nr * (int64_t)sizeof(REAL)));
+    /* A block of at most 256 positions and 1 MiB, a multiple of mr */
+    int64_t mc = FN(min64)(256, (1 << 20) / (K * (int64_t)sizeof(REAL)));
+    job.mc = FN(round_up)(mc > job.mr ? mc : job.mr, job.mr);
+    job.span = (P - 1) * p->stride[0] + k;
+    job.direct = p->pad_low[0] == 0 && job.span <= p->in_size[0];
+    REAL *b = FN(alloc)(p->groups * g.cin_g * job.npanels * K * nr);
+    if (b) {
+        for (int64_t grp = 0; grp < p->groups; grp++)
+            for (int64_t ci = 0; ci < g.cin_g; ci++) {
+                REAL *dst = b + (grp * g.cin_g + ci) * job.npanels * K * nr;
+                for (int64_t jp = 0; jp < job.npanels; jp++)
+                    for (int64_t co = 0; co < K; co++) {
+                        const REAL *src = w + ((grp * K + co) * g.cin_g + ci) * k + jp * nr;
+                        REAL *panel = dst + (jp * K + co) * nr;
+                        int64_t j = 0, ncols = FN(min64)(nr, k - jp * nr);
+                        for (; j < ncols; j++) panel[j] = src[j];
+                        for (; j < nr; j++) panel[j] = 0;
+                    }
+            }
+    }
+    job.bpack = b;
+    double flops = 2.0 * (double)p->batch * (double)p->out_channels * (double)g.kdim * (double)P;
+    int nthreads = ptc_threads_for_work(flops);
+    job.abuf = (REAL **)calloc((size_t)nthreads, sizeof(REAL *));
+    job.dbuf = (REAL **)calloc((size_t)nthreads, sizeof(REAL *));
+    if (!b || !job.abuf || !job.dbuf) st = PTC_ERR_NO_MEMORY;
+    if (st == PTC_OK)
+        st = ptc_parallel_for(p->batch * p->groups * g.cin_g, nthreads, FN(long_task), &job, opt);
+    for (int i = 0; nthreads > 0 && i < nthreads; i++) {
+        if (job.abuf) free(job.abuf[i]);
+        if (job.dbuf) free(job.dbuf[i]);
+    }
+    free(job.abuf);
+    free(job.dbuf);
+    free(b);
+    ptc_geometry_free(&g);
+    return st;
+}
+
 /* ---- backward filter ---------------------------------------------------- */
 
 /* dW[co, kk] = sum over images and positions of dY[co, p] * cols[kk, p]: a
@@ -1516,6 +1659,9 @@ static ptc_status FN(backward_data_dispatch)(const ptc_problem *p, const REAL *d
     /* The flipped problem of a depthwise one is depthwise again: both gather. */
     if (FN(flip_ok)(p)) return FN(backward_data_flipped)(p, dy, w, dx, opt);
     if (FN(direct_ok)(p)) return FN(direct)(1, p, dy, w, NULL, dx, opt);
+    if (p->batch * p->groups * (p->in_channels / p->groups) >= 2 &&
+        FN(long_kernel_ok)(p, KERNEL_NV(ptc_kernels()) * KERNEL_VLEN(ptc_kernels())))
+        return FN(backward_data_long)(p, dy, w, dx, opt);
     if (FN(pad_first)(p)) return FN(on_padded)(1, p, dy, w, NULL, dx, opt);
     return FN(backward_data_zero_padded)(p, dy, w, dx, opt);
 }

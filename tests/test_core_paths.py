@@ -7,9 +7,11 @@ stride-1 convolutions in 3 or more dimensions (runs narrower and wider than a
 register tile, output channels that leave a partial row panel, groups, bias,
 dilation), the explicitly padded input for volumes whose rows mostly touch the
 padding, the direct depthwise kernels (rows longer and shorter than their
-register blocks, channel multipliers, strides), and the transposed convolution whose windows do not overlap (tiles
-run side by side; where the windows tile the output exactly, nothing is
-cleared first).
+register blocks, channel multipliers, strides), the transposed convolution
+whose windows do not overlap (tiles run side by side; where the windows tile
+the output exactly, nothing is cleared first), and the 1-d transposed
+convolution with a long kernel (tiles of windows added straight into the
+output).
 """
 
 from __future__ import annotations
@@ -60,6 +62,12 @@ TRANSPOSED_PATHS = {
     "disjoint padded": ((1, 3, 4, 5, 4), (3, 2, 2, 2, 2), dict(stride=2, padding=1)),
     "disjoint output padding": ((1, 3, 4, 3, 5), (3, 2, 2, 2, 2), dict(stride=2, output_padding=1)),
     "overlapping 4d": ((1, 3, 3, 4, 3, 3), (3, 2, 3, 3, 3, 3), dict(stride=2, padding=1)),
+    # 1-d long kernels: C^T added straight into dx, rows of a tile overlapping
+    # (stride below the tile width) or not, with padding cut off, and groups
+    "long kernel 1d": ((2, 3, 20), (3, 2, 100), dict(stride=7)),
+    "long kernel 1d wide stride": ((2, 5, 13), (5, 1, 130), dict(stride=64)),
+    "long kernel padded groups": ((1, 4, 9), (4, 3, 70), dict(stride=16, padding=20, output_padding=5, groups=2)),
+    "long kernel one channel": ((1, 1, 30), (1, 1, 64), dict(stride=8, padding=3)),
 }
 
 
