@@ -678,6 +678,115 @@ static ptc_status FN(backward_data_long)(const ptc_problem *p, const REAL *dy, c
     return st;
 }
 
+/* The weight gradient of the same problems as a GEMM with no unfolding:
+ * dW[co, j] = sum_p dY[co, p] * x[p * s - pad_low + j], whose B row p is the
+ * window of position p, read in place from a zero-padded copy of the input row
+ * (ldb = s). A task owns one group, input channel and block of output
+ * channels, and adds the images and blocks of positions in a fixed order. */
+typedef struct {
+    const ptc_geometry *g;
+    FN(kernel_fn) const *kerns;
+    int64_t mr, nr, vlen;
+    const REAL *x, *dy;
+    REAL *dw;
+    int64_t mcb, nmblocks; /* output channels per task, and their blocks per group */
+    int64_t kc;            /* positions per k-block */
+    int64_t span;          /* padded row: pad_low + in + enough zeros for every window */
+    REAL **abuf, **xbuf;   /* per thread: packed dY block; padded input row */
+} FN(long_filter_job);
+
+static ptc_status FN(long_filter_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
+{
+    FN(long_filter_job) *job = (FN(long_filter_job) *)vjob;
+    const ptc_geometry *g = job->g;
+    const ptc_problem *p = g->p;
+    int64_t mb = t % job->nmblocks, ci = t / job->nmblocks % g->cin_g;
+    int64_t grp = t / job->nmblocks / g->cin_g;
+    int64_t P = g->out_spatial, k = p->kernel[0], s = p->stride[0], in = p->in_size[0];
+    int64_t mr = job->mr, nr = job->nr, co0 = mb * job->mcb;
+    int64_t mrows = FN(min64)(job->mcb, g->cout_g - co0), ldc = g->cin_g * k;
+    if (!job->abuf[tid]) job->abuf[tid] = FN(alloc)(job->mcb * job->kc);
+    if (!job->xbuf[tid]) job->xbuf[tid] = FN(alloc)(job->span);
+    if (!job->abuf[tid] || !job->xbuf[tid]) return PTC_ERR_NO_MEMORY;
+    REAL *a = job->abuf[tid], *xp = job->xbuf[tid];
+    REAL *c = job->dw + (grp * g->cout_g + co0) * ldc + ci * k;
+    memset(xp, 0, (size_t)job->span * sizeof(REAL));
+    for (int64_t n = 0; n < p->batch; n++) {
+        memcpy(xp + p->pad_low[0], job->x + (n * p->in_channels + grp * g->cin_g + ci) * in,
+               (size_t)in * sizeof(REAL));
+        const REAL *dyb = job->dy + (n * p->out_channels + grp * g->cout_g + co0) * P;
+        for (int64_t p0 = 0; p0 < P; p0 += job->kc) {
+            int64_t kc = FN(min64)(job->kc, P - p0);
+            /* A: panels of mr output channels over the block's positions */
+            for (int64_t i0 = 0; i0 < mrows; i0 += mr) {
+                REAL *panel = a + i0 * job->kc;
+                int64_t rows = FN(min64)(mr, mrows - i0);
+                for (int64_t q = 0; q < kc; q++) {
+                    int64_t i = 0;
+                    for (; i < rows; i++) panel[q * mr + i] = dyb[(i0 + i) * P + p0 + q];
+                    for (; i < mr; i++) panel[q * mr + i] = 0;
+                }
+            }
+            int first = n == 0 && p0 == 0;
+            for (int64_t j0 = 0; j0 < k; j0 += nr) {
+                int64_t ncols = FN(min64)(nr, k - j0);
+                FN(kernel_fn) kern = job->kerns[(ncols + job->vlen - 1) / job->vlen - 1];
+                for (int64_t i0 = 0; i0 < mrows; i0 += mr)
+                    kern(kc, a + i0 * job->kc, xp + p0 * s + j0, s, c + i0 * ldc + j0, ldc, !first,
+                         FN(min64)(mr, mrows - i0), ncols);
+            }
+        }
+        if (ptc_poll(par, tid)) return PTC_OK;
+    }
+    return PTC_OK;
+}
+
+static ptc_status FN(backward_filter_long)(const ptc_problem *p, const REAL *x, const REAL *dy,
+                                           REAL *dw, const ptc_options *opt)
+{
+    ptc_geometry g;
+    ptc_status st = ptc_geometry_init(&g, p);
+    if (st != PTC_OK) return st;
+    FN(job) base;
+    FN(job_init)(&base, &g);
+    FN(long_filter_job) job;
+    memset(&job, 0, sizeof(job));
+    job.g = &g;
+    job.kerns = base.kerns;
+    job.mr = base.mr;
+    job.nr = base.nr;
+    job.vlen = base.vlen;
+    job.x = x;
+    job.dy = dy;
+    job.dw = dw;
+    int64_t P = g.out_spatial, k = p->kernel[0];
+    job.mcb = 8 * job.mr;
+    job.nmblocks = FN(ceil_div)(g.cout_g, job.mcb);
+    job.kc = FN(block_len)(P, 256);
+    /* Every window, and the nr columns the widest kernel reads of the last. */
+    int64_t windows = (P - 1) * p->stride[0] + k + job.nr;
+    int64_t row = p->pad_low[0] + p->in_size[0];
+    job.span = windows > row ? windows : row;
+    double flops = 2.0 * (double)p->batch * (double)p->out_channels * (double)g.kdim * (double)P;
+    int nthreads = ptc_threads_for_work(flops);
+    job.abuf = (REAL **)calloc((size_t)nthreads, sizeof(REAL *));
+    job.xbuf = (REAL **)calloc((size_t)nthreads, sizeof(REAL *));
+    if (!job.abuf || !job.xbuf) st = PTC_ERR_NO_MEMORY;
+    if (st == PTC_OK && p->batch == 0)
+        memset(dw, 0, (size_t)(p->out_channels * g.kdim) * sizeof(REAL));
+    else if (st == PTC_OK)
+        st = ptc_parallel_for(p->groups * g.cin_g * job.nmblocks, nthreads, FN(long_filter_task),
+                              &job, opt);
+    for (int i = 0; i < nthreads; i++) {
+        if (job.abuf) free(job.abuf[i]);
+        if (job.xbuf) free(job.xbuf[i]);
+    }
+    free(job.abuf);
+    free(job.xbuf);
+    ptc_geometry_free(&g);
+    return st;
+}
+
 /* ---- backward filter ---------------------------------------------------- */
 
 /* dW[co, kk] = sum over images and positions of dY[co, p] * cols[kk, p]: a
@@ -1672,6 +1781,8 @@ static ptc_status FN(backward_filter_dispatch)(const ptc_problem *p, const REAL 
     /* The shifted path also multiplies x by the zeros of dY between rows: only
      * exact when x holds no Inf or NaN (0 * Inf is NaN). */
     if (FN(direct_ok)(p)) return FN(direct)(2, p, x, dy, NULL, dw, opt);
+    if (FN(long_kernel_ok)(p, KERNEL_NV(ptc_kernels()) * KERNEL_VLEN(ptc_kernels())))
+        return FN(backward_filter_long)(p, x, dy, dw, opt);
     if (p->batch > 0 && FN(shifted_ok)(p) &&
         FN(all_finite)(x, p->batch * p->in_channels * ptc_geometry_in_volume(p)))
         return FN(backward_filter_shifted)(p, x, dy, dw, opt);

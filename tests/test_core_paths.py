@@ -7,7 +7,8 @@ stride-1 convolutions in 3 or more dimensions (runs narrower and wider than a
 register tile, output channels that leave a partial row panel, groups, bias,
 dilation), the explicitly padded input for volumes whose rows mostly touch the
 padding, the direct depthwise kernels (rows longer and shorter than their
-register blocks, channel multipliers, strides), the transposed convolution
+register blocks, channel multipliers, strides), the gradients of 1-d
+convolutions with long kernels (GEMMs over the windows), the transposed convolution
 whose windows do not overlap (tiles run side by side; where the windows tile
 the output exactly, nothing is cleared first), and the 1-d transposed
 convolution with a long kernel (tiles of windows added straight into the
@@ -49,6 +50,10 @@ CONV_PATHS = {
     "depthwise 3d asymmetric": ((1, 4, 5, 6, 7), (8, 1, 3, 3, 3), dict(padding=(1, 0, 2), groups=4)),
     "depthwise 4d": ((1, 2, 4, 5, 4, 6), (2, 1, 2, 3, 2, 3), dict(padding=1, groups=2)),
     "depthwise 7x7 reflect": ((1, 3, 10, 21), (3, 1, 7, 7), dict(padding=3, groups=3, padding_mode="reflect")),
+    # 1-d long kernels: input and weight gradients as GEMMs over the windows
+    "long kernel 1d": ((2, 3, 400), (5, 3, 60), dict(stride=7, padding=11)),
+    "long kernel 1d groups": ((1, 4, 300), (6, 2, 50), dict(stride=13, groups=2)),
+    "long kernel 1d many channels": ((3, 2, 200), (70, 2, 100), dict(stride=30, padding=((0, 40),))),
 }
 
 # name: (transposed input shape, w shape, conv_transpose keyword arguments)
