@@ -63,6 +63,8 @@ TRANSPOSED_PATHS = {
     "disjoint covered 5d groups": ((1, 4, 2, 3, 2, 2, 3), (4, 3, 2, 2, 2, 2, 2), dict(stride=2, groups=2)),
     "disjoint with gaps k2 s3": ((1, 3, 4, 5, 3), (3, 4, 2, 2, 2), dict(stride=3)),
     "disjoint k1 s2": ((2, 5, 4, 6), (5, 3, 1, 1), dict(stride=2)),
+    "disjoint covered k3 s3": ((2, 3, 4, 5), (3, 2, 3, 3), dict(stride=3)),
+    "disjoint covered 1d pairs": ((2, 4, 37), (4, 3, 2), dict(stride=2)),
     "disjoint dilated": ((1, 2, 5, 4), (2, 3, 2, 2), dict(stride=(4, 3), dilation=(3, 2))),
     "disjoint padded": ((1, 3, 4, 5, 4), (3, 2, 2, 2, 2), dict(stride=2, padding=1)),
     "disjoint output padding": ((1, 3, 4, 3, 5), (3, 2, 2, 2, 2), dict(stride=2, output_padding=1)),
