@@ -73,7 +73,8 @@ if [ $# -eq 0 ]; then
     # PyTorch runs under ASan too (the core is instrumented, torch is not), so
     # the torch adapter's use of the core is checked; TensorFlow is left out.
     set -- "$root/tests/test_fuzz.py" "$root/tests/test_threads.py" "$root/tests/test_limits.py" \
-        "$root/tests/test_interrupt.py" "$root/tests/test_adapter_boundaries.py" -m "not slow" -k "not tf_"
+        "$root/tests/test_interrupt.py" "$root/tests/test_adapter_boundaries.py" \
+        "$root/tests/test_core_paths.py" -m "not slow" -k "not tf_"
 fi
 # Test paths made absolute: pytest runs from inside $site, because the current
 # directory comes first on sys.path and the repository root would shadow the copy.
