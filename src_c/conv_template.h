@@ -86,6 +86,10 @@ static void FN(im2col)(const ptc_geometry *g, const REAL *xg, int64_t k0, int64_
     int64_t s = g->p->stride[g->nd - 1], out_last = g->p->out_size[g->nd - 1];
     int interior = cs == 1;
     for (int64_t si = 0; si < nseg && interior; si++) interior = segs[si].interior;
+    /* Kernel 2, stride 2 along the last dimension (2x downsampling, the
+     * gradient of 2x upsampling): offsets q and q + 1 read one contiguous run,
+     * split into their two rows (the mirror of col2im's pairs). */
+    int pairs = s == 2 && g->p->kernel[g->nd - 1] == 2 && g->p->dilation[g->nd - 1] == 1;
     for (int64_t r = 0; r < kc; r++) {
         int64_t kk = k0 + r, ci = kk / g->kvol, q = kk % g->kvol;
         const REAL *xc = xg + ci * g->in_spatial;
@@ -95,6 +99,19 @@ static void FN(im2col)(const ptc_geometry *g, const REAL *xg, int64_t k0, int64_
             /* No segment of the tile touches the padding for this offset (the
              * rule once x is padded first): plain row copies. */
             const REAL *xq = xc + g->outer_delta[q] + shift;
+            if (pairs && q % 2 == 0 && r + 1 < kc && g->last_lo[q + 1] <= 0 &&
+                g->last_hi[q + 1] >= out_last) {
+                for (int64_t si = 0; si < nseg; si++) {
+                    const REAL *src = xq + segs[si].base + segs[si].o_last * 2;
+                    REAL *d0 = drow + segs[si].col, *d1 = d0 + rs;
+                    for (int64_t j = 0; j < segs[si].len; j++) {
+                        d0[j] = src[2 * j];
+                        d1[j] = src[2 * j + 1];
+                    }
+                }
+                r++;
+                continue;
+            }
             if (s == 1)
                 for (int64_t si = 0; si < nseg; si++)
                     FN(copy_row)(drow + segs[si].col, xq + segs[si].base + segs[si].o_last,

@@ -40,6 +40,9 @@ CONV_PATHS = {
     "padded first 4d stride 2": ((1, 3, 6, 7, 6, 5), (5, 3, 3, 3, 3, 3), dict(padding=1, stride=2)),
     "padded first 3d dilated stride": ((2, 2, 5, 6, 5), (3, 2, 3, 3, 3), dict(padding=2, stride=(1, 2, 1), dilation=(2, 1, 2))),
     "padded first 2d": ((1, 4, 3, 40), (6, 4, 3, 3), dict(padding=(2, 1), stride=(1, 3))),
+    # kernel 2, stride 2 along the last dimension: pairs of offsets unfolded from one run
+    "k2 s2 3d": ((2, 3, 6, 8, 10), (4, 3, 2, 2, 2), dict(stride=2)),
+    "k2 s2 odd sizes padded": ((1, 2, 5, 7, 9), (3, 2, 2, 2, 2), dict(stride=2, padding=1)),
     # direct depthwise (one input channel per group): rows longer than a
     # register block, between one vector and a block, narrower than a vector
     "depthwise 2d": ((2, 6, 9, 70), (6, 1, 3, 3), dict(padding=1, groups=6)),
