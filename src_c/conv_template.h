@@ -17,7 +17,9 @@
  * on the thread count, so results are the same bits for any thread count.
  * Fast paths: stride-1 convolutions in 3 or more dimensions read B from the
  * padded input in place (implicit GEMM, no unfolding); stride-1 transposed
- * ones gather with the flipped kernel; depthwise ones run directly.
+ * ones gather with the flipped kernel; depthwise ones run directly; 1-d ones
+ * with long kernels compute the transposed product (windows x taps), added
+ * straight into dx, and read the windows in place for the weight gradient.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -595,10 +597,14 @@ static ptc_status FN(backward_data_zero_padded)(const ptc_problem *p, const REAL
  * rows, packed once, are the B panels. A task owns one image, group and
  * input channel, and adds its terms in a fixed order. */
 
-static int FN(long_kernel_ok)(const ptc_problem *p, int64_t nr)
+/* Kernels at least as long as the widest micro-kernel tile (shorter ones would
+ * leave tiles part empty), whose windows overlap (else the tiles of the path
+ * above run in parallel). */
+static int FN(long_kernel_ok)(const ptc_problem *p)
 {
-    return p->ndim == 1 && p->dilation[0] == 1 && p->kernel[0] >= nr &&
-           p->kernel[0] > p->stride[0];
+    const ptc_kernel_set *ks = ptc_kernels();
+    return p->ndim == 1 && p->dilation[0] == 1 &&
+           p->kernel[0] >= KERNEL_NV(ks) * KERNEL_VLEN(ks) && p->kernel[0] > p->stride[0];
 }
 
 typedef struct {
@@ -659,10 +665,11 @@ static ptc_status FN(long_task)(void *vjob, int64_t t, int tid, ptc_parallel *pa
         if (ptc_poll(par, tid)) return PTC_OK;
     }
     if (!job->direct) {
-        /* dx[i] is the window sum at i + pad_low; past the windows' extent it is 0. */
+        /* dx[i] is the windows' sum at i + pad_low; past their extent, 0. */
         int64_t lo = p->pad_low[0], have = FN(min64)(in, job->span - lo);
-        memcpy(dxrow, target + lo, (size_t)(have > 0 ? have : 0) * sizeof(REAL));
-        if (have < in) memset(dxrow + (have > 0 ? have : 0), 0, (size_t)(in - (have > 0 ? have : 0)) * sizeof(REAL));
+        if (have < 0) have = 0;
+        if (have > 0) memcpy(dxrow, target + lo, (size_t)have * sizeof(REAL));
+        memset(dxrow + have, 0, (size_t)(in - have) * sizeof(REAL));
     }
     return PTC_OK;
 }
@@ -1816,9 +1823,7 @@ static ptc_status FN(backward_data_dispatch)(const ptc_problem *p, const REAL *d
     /* The flipped problem of a depthwise one is depthwise again: both gather. */
     if (FN(flip_ok)(p)) return FN(backward_data_flipped)(p, dy, w, dx, opt);
     if (FN(direct_ok)(p)) return FN(direct)(1, p, dy, w, NULL, dx, opt);
-    if (p->batch * p->groups * (p->in_channels / p->groups) >= 2 &&
-        FN(long_kernel_ok)(p, KERNEL_NV(ptc_kernels()) * KERNEL_VLEN(ptc_kernels())))
-        return FN(backward_data_long)(p, dy, w, dx, opt);
+    if (FN(long_kernel_ok)(p)) return FN(backward_data_long)(p, dy, w, dx, opt);
     if (FN(pad_first)(p)) return FN(on_padded)(1, p, dy, w, NULL, dx, opt);
     return FN(backward_data_zero_padded)(p, dy, w, dx, opt);
 }
@@ -1829,8 +1834,7 @@ static ptc_status FN(backward_filter_dispatch)(const ptc_problem *p, const REAL 
     /* The shifted path also multiplies x by the zeros of dY between rows: only
      * exact when x holds no Inf or NaN (0 * Inf is NaN). */
     if (FN(direct_ok)(p)) return FN(direct)(2, p, x, dy, NULL, dw, opt);
-    if (FN(long_kernel_ok)(p, KERNEL_NV(ptc_kernels()) * KERNEL_VLEN(ptc_kernels())))
-        return FN(backward_filter_long)(p, x, dy, dw, opt);
+    if (FN(long_kernel_ok)(p)) return FN(backward_filter_long)(p, x, dy, dw, opt);
     if (p->batch > 0 && FN(shifted_ok)(p) &&
         FN(all_finite)(x, p->batch * p->in_channels * ptc_geometry_in_volume(p)))
         return FN(backward_filter_shifted)(p, x, dy, dw, opt);

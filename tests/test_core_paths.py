@@ -57,6 +57,7 @@ CONV_PATHS = {
     "long kernel 1d": ((2, 3, 400), (5, 3, 60), dict(stride=7, padding=11)),
     "long kernel 1d groups": ((1, 4, 300), (6, 2, 50), dict(stride=13, groups=2)),
     "long kernel 1d many channels": ((3, 2, 200), (70, 2, 100), dict(stride=30, padding=((0, 40),))),
+    "long kernel windows in the padding": ((2, 3, 5), (2, 3, 50), dict(stride=100, padding=((70, 0),))),
 }
 
 # name: (transposed input shape, w shape, conv_transpose keyword arguments)
