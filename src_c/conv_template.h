@@ -607,37 +607,44 @@ static int FN(long_kernel_ok)(const ptc_problem *p)
            p->kernel[0] >= KERNEL_NV(ks) * KERNEL_VLEN(ks) && p->kernel[0] > p->stride[0];
 }
 
+/* The long-kernel paths' jobs: the kernels and per-thread scratch of FN(job)
+ * (buf_b: a packed block of dY; buf_c: a zero-padded row of dx or x), and: */
 typedef struct {
-    const ptc_geometry *g;
-    FN(kernel_fn) const *kerns;
-    int64_t mr, nr, vlen;
-    const REAL *dy;
-    REAL *dx;
-    const REAL *bpack;  /* W per (group, channel): panels of nr taps, [panel][co][nr] */
-    int64_t npanels;    /* tap panels per channel */
-    int64_t mc, kc;     /* positions per A block, output channels per k-block */
-    int64_t span;       /* (P - 1) * s + k: the windows' extent, padding included */
-    int direct;         /* windows lie inside dx: add into it, no buffer */
-    REAL **abuf, **dbuf; /* per thread: packed dY^T block; padded dx row */
+    FN(job) base;
+    int64_t mc;   /* positions (data) or output channels (filter) per block */
+    int64_t span; /* the padded row: every window, and the columns a tile reads past them */
+    int direct;   /* data: the windows lie inside dx, added into it with no buffer */
 } FN(long_job);
 
-static ptc_status FN(long_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
+/* Starts a long-kernel job on geometry g: kernels, block of mc, row of span. */
+static ptc_status FN(long_job_start)(FN(long_job) *job, const ptc_geometry *g, int64_t a_elems,
+                                     int64_t row_elems, int nthreads)
+{
+    FN(job_init)(&job->base, g);
+    job->base.b_elems = a_elems;
+    job->base.c_elems = row_elems;
+    job->base.seg_cap = 1;
+    return FN(job_start)(&job->base, nthreads);
+}
+
+static ptc_status FN(long_data_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
 {
     FN(long_job) *job = (FN(long_job) *)vjob;
-    const ptc_geometry *g = job->g;
+    const FN(job) *base = &job->base;
+    const ptc_geometry *g = base->g;
     const ptc_problem *p = g->p;
+    FN(scratch) *sc;
+    ptc_status st = FN(scratch_get)(&job->base, tid, &sc);
+    if (st != PTC_OK) return st;
     int64_t ci = t % g->cin_g, grp = t / g->cin_g % p->groups, n = t / g->cin_g / p->groups;
     int64_t P = g->out_spatial, K = g->cout_g, k = p->kernel[0], s = p->stride[0];
-    int64_t in = p->in_size[0], mr = job->mr, nr = job->nr;
-    if (!job->abuf[tid]) job->abuf[tid] = FN(alloc)(job->mc * K);
-    if (!job->direct && !job->dbuf[tid]) job->dbuf[tid] = FN(alloc)(job->span);
-    if (!job->abuf[tid] || (!job->direct && !job->dbuf[tid])) return PTC_ERR_NO_MEMORY;
-    REAL *a = job->abuf[tid];
-    REAL *dxrow = job->dx + (n * p->in_channels + grp * g->cin_g + ci) * in;
-    REAL *target = job->direct ? dxrow : job->dbuf[tid];
+    int64_t in = p->in_size[0], mr = base->mr, nr = base->nr;
+    REAL *a = sc->buf_b;
+    REAL *dxrow = base->out + (n * p->in_channels + grp * g->cin_g + ci) * in;
+    REAL *target = job->direct ? dxrow : sc->buf_c;
     memset(target, 0, (size_t)(job->direct ? in : job->span) * sizeof(REAL));
-    const REAL *dyg = job->dy + (n * p->out_channels + grp * K) * P;
-    const REAL *bch = job->bpack + (grp * g->cin_g + ci) * job->npanels * K * nr;
+    const REAL *dyg = base->in + (n * p->out_channels + grp * K) * P;
+    const REAL *bch = base->apack + (grp * g->cin_g + ci) * base->npanels * K * nr;
     for (int64_t p0 = 0; p0 < P; p0 += job->mc) {
         int64_t mc = FN(min64)(job->mc, P - p0);
         /* A block: panels of mr positions, a[(i0 / mr) * mr * K + co * mr + i] */
@@ -651,11 +658,11 @@ static ptc_status FN(long_task)(void *vjob, int64_t t, int tid, ptc_parallel *pa
                 for (; i < mr; i++) panel[co * mr + i] = 0;
             }
         }
-        for (int64_t k0 = 0; k0 < K; k0 += job->kc) {
-            int64_t kc = FN(min64)(job->kc, K - k0);
-            for (int64_t jp = 0; jp < job->npanels; jp++) {
+        for (int64_t k0 = 0; k0 < K; k0 += base->kc) {
+            int64_t kc = FN(min64)(base->kc, K - k0);
+            for (int64_t jp = 0; jp < base->npanels; jp++) {
                 int64_t j0 = jp * nr, ncols = FN(min64)(nr, k - j0);
-                FN(kernel_fn) kern = job->kerns[(ncols + job->vlen - 1) / job->vlen - 1];
+                FN(kernel_fn) kern = FN(kernel_for)(base, ncols);
                 const REAL *b = bch + (jp * K + k0) * nr;
                 for (int64_t i0 = 0; i0 < mc; i0 += mr)
                     kern(kc, a + i0 * K + k0 * mr, b, nr, target + (p0 + i0) * s + j0, s, 1,
@@ -680,31 +687,29 @@ static ptc_status FN(backward_data_long)(const ptc_problem *p, const REAL *dy, c
     ptc_geometry g;
     ptc_status st = ptc_geometry_init(&g, p);
     if (st != PTC_OK) return st;
-    FN(job) base;
-    FN(job_init)(&base, &g);
+    const ptc_kernel_set *ks = ptc_kernels();
+    int64_t K = g.cout_g, k = p->kernel[0], P = g.out_spatial;
+    int64_t mr = KERNEL_MR(ks), nr = KERNEL_NV(ks) * KERNEL_VLEN(ks);
     FN(long_job) job;
-    memset(&job, 0, sizeof(job));
-    job.g = &g;
-    job.kerns = base.kerns;
-    job.mr = base.mr;
-    job.nr = base.nr;
-    job.vlen = base.vlen;
-    job.dy = dy;
-    job.dx = dx;
-    int64_t K = g.cout_g, k = p->kernel[0], P = g.out_spatial, nr = job.nr;
-    job.npanels = FN(ceil_div)(k, nr);
-    job.kc = FN(block_len)(K, KC_BYTES / (nr * (int64_t)sizeof(REAL)));
     /* A block of at most 256 positions and 1 MiB, a multiple of mr */
     int64_t mc = FN(min64)(256, (1 << 20) / (K * (int64_t)sizeof(REAL)));
-    job.mc = FN(round_up)(mc > job.mr ? mc : job.mr, job.mr);
+    job.mc = FN(round_up)(mc > mr ? mc : mr, mr);
     job.span = (P - 1) * p->stride[0] + k;
     job.direct = p->pad_low[0] == 0 && job.span <= p->in_size[0];
-    REAL *b = FN(alloc)(p->groups * g.cin_g * job.npanels * K * nr);
-    if (b) {
+    double flops = 2.0 * (double)p->batch * (double)p->out_channels * (double)g.kdim * (double)P;
+    int nthreads = ptc_threads_for_work(flops);
+    st = FN(long_job_start)(&job, &g, job.mc * K, job.direct ? 0 : job.span, nthreads);
+    job.base.in = dy;
+    job.base.out = dx;
+    job.base.kc = FN(block_len)(K, KC_BYTES / (nr * (int64_t)sizeof(REAL)));
+    job.base.npanels = FN(ceil_div)(k, nr);
+    /* W per (group, input channel) as panels of nr taps: [panel][co][nr] */
+    REAL *b = FN(alloc)(p->groups * g.cin_g * job.base.npanels * K * nr);
+    if (b)
         for (int64_t grp = 0; grp < p->groups; grp++)
             for (int64_t ci = 0; ci < g.cin_g; ci++) {
-                REAL *dst = b + (grp * g.cin_g + ci) * job.npanels * K * nr;
-                for (int64_t jp = 0; jp < job.npanels; jp++)
+                REAL *dst = b + (grp * g.cin_g + ci) * job.base.npanels * K * nr;
+                for (int64_t jp = 0; jp < job.base.npanels; jp++)
                     for (int64_t co = 0; co < K; co++) {
                         const REAL *src = w + ((grp * K + co) * g.cin_g + ci) * k + jp * nr;
                         REAL *panel = dst + (jp * K + co) * nr;
@@ -713,22 +718,12 @@ static ptc_status FN(backward_data_long)(const ptc_problem *p, const REAL *dy, c
                         for (; j < nr; j++) panel[j] = 0;
                     }
             }
-    }
-    job.bpack = b;
-    double flops = 2.0 * (double)p->batch * (double)p->out_channels * (double)g.kdim * (double)P;
-    int nthreads = ptc_threads_for_work(flops);
-    job.abuf = (REAL **)calloc((size_t)nthreads, sizeof(REAL *));
-    job.dbuf = (REAL **)calloc((size_t)nthreads, sizeof(REAL *));
-    if (!b || !job.abuf || !job.dbuf) st = PTC_ERR_NO_MEMORY;
+    job.base.apack = b;
+    if (st == PTC_OK && !b) st = PTC_ERR_NO_MEMORY;
     if (st == PTC_OK)
-        st = ptc_parallel_for(p->batch * p->groups * g.cin_g, nthreads, FN(long_task), &job, opt);
-    for (int i = 0; nthreads > 0 && i < nthreads; i++) {
-        if (job.abuf) free(job.abuf[i]);
-        if (job.dbuf) free(job.dbuf[i]);
-    }
-    free(job.abuf);
-    free(job.dbuf);
-    free(b);
+        st = ptc_parallel_for(p->batch * p->groups * g.cin_g, nthreads, FN(long_data_task), &job,
+                              opt);
+    FN(job_end)(&job.base, nthreads);
     ptc_geometry_free(&g);
     return st;
 }
@@ -738,43 +733,32 @@ static ptc_status FN(backward_data_long)(const ptc_problem *p, const REAL *dy, c
  * window of position p, read in place from a zero-padded copy of the input row
  * (ldb = s). A task owns one group, input channel and block of output
  * channels, and adds the images and blocks of positions in a fixed order. */
-typedef struct {
-    const ptc_geometry *g;
-    FN(kernel_fn) const *kerns;
-    int64_t mr, nr, vlen;
-    const REAL *x, *dy;
-    REAL *dw;
-    int64_t mcb, nmblocks; /* output channels per task, and their blocks per group */
-    int64_t kc;            /* positions per k-block */
-    int64_t span;          /* padded row: pad_low + in + enough zeros for every window */
-    REAL **abuf, **xbuf;   /* per thread: packed dY block; padded input row */
-} FN(long_filter_job);
-
 static ptc_status FN(long_filter_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
 {
-    FN(long_filter_job) *job = (FN(long_filter_job) *)vjob;
-    const ptc_geometry *g = job->g;
+    FN(long_job) *job = (FN(long_job) *)vjob;
+    const FN(job) *base = &job->base;
+    const ptc_geometry *g = base->g;
     const ptc_problem *p = g->p;
-    int64_t mb = t % job->nmblocks, ci = t / job->nmblocks % g->cin_g;
-    int64_t grp = t / job->nmblocks / g->cin_g;
+    FN(scratch) *sc;
+    ptc_status st = FN(scratch_get)(&job->base, tid, &sc);
+    if (st != PTC_OK) return st;
+    int64_t nmblocks = FN(ceil_div)(g->cout_g, job->mc);
+    int64_t mb = t % nmblocks, ci = t / nmblocks % g->cin_g, grp = t / nmblocks / g->cin_g;
     int64_t P = g->out_spatial, k = p->kernel[0], s = p->stride[0], in = p->in_size[0];
-    int64_t mr = job->mr, nr = job->nr, co0 = mb * job->mcb;
-    int64_t mrows = FN(min64)(job->mcb, g->cout_g - co0), ldc = g->cin_g * k;
-    if (!job->abuf[tid]) job->abuf[tid] = FN(alloc)(job->mcb * job->kc);
-    if (!job->xbuf[tid]) job->xbuf[tid] = FN(alloc)(job->span);
-    if (!job->abuf[tid] || !job->xbuf[tid]) return PTC_ERR_NO_MEMORY;
-    REAL *a = job->abuf[tid], *xp = job->xbuf[tid];
-    REAL *c = job->dw + (grp * g->cout_g + co0) * ldc + ci * k;
+    int64_t mr = base->mr, nr = base->nr, co0 = mb * job->mc;
+    int64_t mrows = FN(min64)(job->mc, g->cout_g - co0), ldc = g->cin_g * k;
+    REAL *a = sc->buf_b, *xp = sc->buf_c;
+    REAL *c = base->out + (grp * g->cout_g + co0) * ldc + ci * k;
     memset(xp, 0, (size_t)job->span * sizeof(REAL));
     for (int64_t n = 0; n < p->batch; n++) {
-        memcpy(xp + p->pad_low[0], job->x + (n * p->in_channels + grp * g->cin_g + ci) * in,
+        memcpy(xp + p->pad_low[0], base->in + (n * p->in_channels + grp * g->cin_g + ci) * in,
                (size_t)in * sizeof(REAL));
-        const REAL *dyb = job->dy + (n * p->out_channels + grp * g->cout_g + co0) * P;
-        for (int64_t p0 = 0; p0 < P; p0 += job->kc) {
-            int64_t kc = FN(min64)(job->kc, P - p0);
+        const REAL *dyb = base->aux + (n * p->out_channels + grp * g->cout_g + co0) * P;
+        for (int64_t p0 = 0; p0 < P; p0 += base->kc) {
+            int64_t kc = FN(min64)(base->kc, P - p0);
             /* A: panels of mr output channels over the block's positions */
             for (int64_t i0 = 0; i0 < mrows; i0 += mr) {
-                REAL *panel = a + i0 * job->kc;
+                REAL *panel = a + i0 * base->kc;
                 int64_t rows = FN(min64)(mr, mrows - i0);
                 for (int64_t q = 0; q < kc; q++) {
                     int64_t i = 0;
@@ -785,9 +769,9 @@ static ptc_status FN(long_filter_task)(void *vjob, int64_t t, int tid, ptc_paral
             int first = n == 0 && p0 == 0;
             for (int64_t j0 = 0; j0 < k; j0 += nr) {
                 int64_t ncols = FN(min64)(nr, k - j0);
-                FN(kernel_fn) kern = job->kerns[(ncols + job->vlen - 1) / job->vlen - 1];
+                FN(kernel_fn) kern = FN(kernel_for)(base, ncols);
                 for (int64_t i0 = 0; i0 < mrows; i0 += mr)
-                    kern(kc, a + i0 * job->kc, xp + p0 * s + j0, s, c + i0 * ldc + j0, ldc, !first,
+                    kern(kc, a + i0 * base->kc, xp + p0 * s + j0, s, c + i0 * ldc + j0, ldc, !first,
                          FN(min64)(mr, mrows - i0), ncols);
             }
         }
@@ -799,45 +783,34 @@ static ptc_status FN(long_filter_task)(void *vjob, int64_t t, int tid, ptc_paral
 static ptc_status FN(backward_filter_long)(const ptc_problem *p, const REAL *x, const REAL *dy,
                                            REAL *dw, const ptc_options *opt)
 {
+    if (p->batch == 0) {
+        memset(dw, 0, (size_t)(p->out_channels * (p->in_channels / p->groups) * p->kernel[0]) *
+                          sizeof(REAL));
+        return PTC_OK;
+    }
     ptc_geometry g;
     ptc_status st = ptc_geometry_init(&g, p);
     if (st != PTC_OK) return st;
-    FN(job) base;
-    FN(job_init)(&base, &g);
-    FN(long_filter_job) job;
-    memset(&job, 0, sizeof(job));
-    job.g = &g;
-    job.kerns = base.kerns;
-    job.mr = base.mr;
-    job.nr = base.nr;
-    job.vlen = base.vlen;
-    job.x = x;
-    job.dy = dy;
-    job.dw = dw;
-    int64_t P = g.out_spatial, k = p->kernel[0];
-    job.mcb = 8 * job.mr;
-    job.nmblocks = FN(ceil_div)(g.cout_g, job.mcb);
-    job.kc = FN(block_len)(P, 256);
+    const ptc_kernel_set *ks = ptc_kernels();
+    int64_t P = g.out_spatial, k = p->kernel[0], nr = KERNEL_NV(ks) * KERNEL_VLEN(ks);
+    FN(long_job) job;
+    job.mc = 8 * KERNEL_MR(ks);
     /* Every window, and the nr columns the widest kernel reads of the last. */
-    int64_t windows = (P - 1) * p->stride[0] + k + job.nr;
-    int64_t row = p->pad_low[0] + p->in_size[0];
+    int64_t windows = (P - 1) * p->stride[0] + k + nr, row = p->pad_low[0] + p->in_size[0];
     job.span = windows > row ? windows : row;
+    job.direct = 0;
+    int64_t kc = FN(block_len)(P, 256);
     double flops = 2.0 * (double)p->batch * (double)p->out_channels * (double)g.kdim * (double)P;
     int nthreads = ptc_threads_for_work(flops);
-    job.abuf = (REAL **)calloc((size_t)nthreads, sizeof(REAL *));
-    job.xbuf = (REAL **)calloc((size_t)nthreads, sizeof(REAL *));
-    if (!job.abuf || !job.xbuf) st = PTC_ERR_NO_MEMORY;
-    if (st == PTC_OK && p->batch == 0)
-        memset(dw, 0, (size_t)(p->out_channels * g.kdim) * sizeof(REAL));
-    else if (st == PTC_OK)
-        st = ptc_parallel_for(p->groups * g.cin_g * job.nmblocks, nthreads, FN(long_filter_task),
-                              &job, opt);
-    for (int i = 0; i < nthreads; i++) {
-        if (job.abuf) free(job.abuf[i]);
-        if (job.xbuf) free(job.xbuf[i]);
-    }
-    free(job.abuf);
-    free(job.xbuf);
+    st = FN(long_job_start)(&job, &g, job.mc * kc, job.span, nthreads);
+    job.base.in = x;
+    job.base.aux = dy;
+    job.base.out = dw;
+    job.base.kc = kc;
+    if (st == PTC_OK)
+        st = ptc_parallel_for(p->groups * g.cin_g * FN(ceil_div)(g.cout_g, job.mc), nthreads,
+                              FN(long_filter_task), &job, opt);
+    FN(job_end)(&job.base, nthreads);
     ptc_geometry_free(&g);
     return st;
 }
