@@ -824,16 +824,19 @@ static ptc_status FN(backward_filter_long)(const ptc_problem *p, const REAL *x, 
  * of one group and adds every image and chunk of positions in one fixed
  * order; the lanes of the partial sums are added last, in a fixed order too. */
 
-typedef void (*FN(dot_fn))(int64_t, const REAL *, int64_t, const REAL *const *, REAL *,
-                            int64_t, int);
+typedef void (*FN(dot_fn))(int64_t, const ptc_dot_run *, const REAL *, int64_t,
+                            const REAL *const *, REAL *, int64_t, int);
 
 typedef struct {
     FN(job) base;
     FN(dot_fn) dot;
     int64_t dmr, dnr, vlen, ldk, ldv, cout_pad;
     const REAL *xp;  /* shifted path: the padded input, planes of pvol */
-    const REAL *dyv; /* shifted path: dY on the padded grid */
-    int64_t pvol, vspan;
+    const REAL *dyv; /* shifted path: dY on the padded grid, run by run */
+    int64_t pvol;
+    int64_t runs, run_span, run_ld; /* shifted path: runs, their positions, dY's layout */
+    ptc_dot_run *pieces;            /* shifted path: the runs in pieces of at most kc, ... */
+    int64_t *chunk_start, nchunks;  /* ... taken a chunk of about kc positions at a time */
 } FN(filter_job);
 
 /* dW[co, kk] of rows kk0..kk0+nb-1 = the lanes of sums added in order. With
@@ -901,10 +904,11 @@ static ptc_status FN(backward_filter_task)(void *vjob, int64_t t, int tid, ptc_p
             /* Rows past nb and cout_g hold stale data: they only feed sums that
              * are never read. */
             int acc = n > 0 || p0 > 0;
+            ptc_dot_run whole = {kv, 0, 0};
             for (int64_t i0 = 0; i0 < fj->cout_pad; i0 += fj->dmr)
                 for (int64_t j0 = 0; j0 < nb_pad; j0 += fj->dnr)
-                    fj->dot(kv, a + i0 * lda, lda, rows + j0, sums + i0 * fj->ldv + j0 * fj->vlen,
-                            fj->ldv, acc);
+                    fj->dot(1, &whole, a + i0 * lda, lda, rows + j0,
+                            sums + i0 * fj->ldv + j0 * fj->vlen, fj->ldv, acc);
             if (ptc_poll(par, tid)) return PTC_OK;
         }
     }
@@ -1377,29 +1381,45 @@ static ptc_status FN(direct)(int op, const ptc_problem *p, const REAL *a, const 
 
 /* With stride 1 the patch of kernel offset q at output position o is the
  * padded input read at (origin of o) + delta_q, so the unfolded matrix need not
- * be built: its rows are the padded input shifted by delta_q. The weight
- * gradient's shifted path reduces over the whole padded grid ("virtual"
- * positions: origins of windows, including those between output rows, where
- * dY is laid out as zeros), with rows ordered (offset, channel). The forward
- * pass's implicit GEMM (below) works per plane of the last two dimensions
- * instead, so it has its own, looser test (implicit_ok). */
+ * be built: its rows are the padded input shifted by delta_q. Both the forward
+ * pass's implicit GEMM and the weight gradient's shifted path work on runs:
+ * one plane of the last two output dimensions, laid out on the padded grid,
+ * (Ho - 1) * Wp + Wo positions of which the Wp - Wo at each row's end are
+ * computed and dropped (the forward pass) or meet zeros of dY laid out on the
+ * same grid (the weight gradient). */
 
-/* Where the shifted weight gradient beats unfolding (measured, one thread):
- * from 3 spatial dimensions on, where output rows are short and unfolding them
- * is many small copies (3-d 3x3x3: +15..25%); in 1-d and 2-d unfolding copies
- * long rows at memory speed. And only while the padded grid's span stays close
- * to the number of outputs, since every virtual position is summed. */
+/* Padded-grid positions of a run per output: the work the runs waste. */
+static double FN(run_waste)(const ptc_problem *p)
+{
+    int nd = p->ndim;
+    double ho = (double)p->out_size[nd - 2], wo = (double)p->out_size[nd - 1];
+    double wp = (double)(p->in_size[nd - 1] + p->pad_low[nd - 1] + p->pad_high[nd - 1]);
+    return ((ho - 1) * wp + wo) / (ho * wo);
+}
+
+/* Where reading shifted windows beats unfolding (measured, one thread): from 3
+ * spatial dimensions on, where output rows are short and unfolding them is
+ * many small copies (3-d: +15..25%, 5-d 8^5: x3). In 1-d and 2-d unfolding
+ * copies long rows at memory speed (1-d: -6..14%, 2-d: even). And only while
+ * the runs waste little. */
 static int FN(shifted_ok)(const ptc_problem *p)
 {
-    if (p->ndim < 3) return 0;
-    double span = 1, outs = 1, pad_stride = 1;
-    for (int d = p->ndim - 1; d >= 0; d--) {
+    if (p->ndim < 3 || p->padding_mode != PTC_PAD_ZEROS) return 0;
+    for (int d = 0; d < p->ndim; d++)
         if (p->stride[d] != 1) return 0;
-        span += (double)(p->out_size[d] - 1) * pad_stride;
-        pad_stride *= (double)(p->in_size[d] + p->pad_low[d] + p->pad_high[d]);
-        outs *= (double)p->out_size[d];
+    return FN(run_waste)(p) <= 1.5;
+}
+
+/* Offset on the padded grid of geometry g of the first position of run r. */
+static int64_t FN(run_origin)(const ptc_geometry *g, int64_t r)
+{
+    const ptc_problem *q = g->p;
+    int64_t v = 0;
+    for (int d = q->ndim - 3; d >= 0; d--) {
+        v += (r % q->out_size[d]) * g->in_stride[d];
+        r /= q->out_size[d];
     }
-    return span <= 1.3 * outs;
+    return v;
 }
 
 /* A zero-padded copy of every plane of x, with `slack` zeros after the last,
@@ -1426,32 +1446,10 @@ static REAL *FN(padded_copy)(const ptc_problem *p, int64_t planes, const REAL *x
 
 /* Stride-1 forward as an implicit GEMM: the B operand's row for (kernel
  * offset q, channel ci) is the padded input itself, read at a shift, so
- * nothing is unfolded. Outputs are computed on the padded grid of the last
- * two dimensions: a run (one plane of the last two output dimensions) spans
- * (Ho - 1) * Wp + Wo padded positions, of which the Wp - Wo at each row's end
- * are computed and dropped. The whole reduction (every offset and channel) is
- * summed in registers for each tile of C, in k-blocks, in the same order for
- * every tiling: the rounding does not depend on the thread count. */
-static double FN(run_waste)(const ptc_problem *p)
-{
-    int nd = p->ndim;
-    double ho = (double)p->out_size[nd - 2], wo = (double)p->out_size[nd - 1];
-    double wp = (double)(p->in_size[nd - 1] + p->pad_low[nd - 1] + p->pad_high[nd - 1]);
-    return ((ho - 1) * wp + wo) / (ho * wo);
-}
-
-/* Where the implicit GEMM beats unfolding (measured, one thread): from 3
- * spatial dimensions on, where output rows are short and unfolding them is
- * many small copies (3-d: +15..25%, 5-d 8^5: x3). In 1-d and 2-d unfolding
- * copies long rows at memory speed (1-d: -6..14%, 2-d: even). */
-static int FN(implicit_ok)(const ptc_problem *p)
-{
-    if (p->ndim < 3 || p->padding_mode != PTC_PAD_ZEROS) return 0;
-    for (int d = 0; d < p->ndim; d++)
-        if (p->stride[d] != 1) return 0;
-    return FN(run_waste)(p) <= 1.5;
-}
-
+ * nothing is unfolded; C is computed run by run. The whole reduction (every
+ * offset and channel) is summed in registers for each tile of C, in k-blocks,
+ * in the same order for every tiling: the rounding does not depend on the
+ * thread count. */
 typedef struct {
     const ptc_geometry *g;    /* of the padded problem: pad 0, stride 1 */
     const ptc_problem *p;     /* the caller's */
@@ -1660,21 +1658,22 @@ static ptc_status FN(filter_shifted_task)(void *vjob, int64_t t, int tid, ptc_pa
     int64_t nb_pad = FN(round_up)(nb, fj->dnr);
     REAL *sums = s->buf_c;
     const REAL **rows = (const REAL **)s->ptrs;
-    const REAL *dyv = fj->dyv; /* dY on the padded grid, rows of ldk, zero between */
+    const REAL *dyv = fj->dyv; /* dY on the padded grid, channels ldk apart, zero between rows */
 
     for (int64_t n = 0; n < p->batch; n++) {
         const REAL *xg = fj->xp + (n * p->in_channels + grp * g->cin_g) * fj->pvol;
         const REAL *ag = dyv + (n * p->out_channels + grp * g->cout_g) * fj->ldk;
-        for (int64_t v0 = 0; v0 < fj->vspan; v0 += job->kc) {
-            int64_t kv = FN(ceil_div)(FN(min64)(job->kc, fj->vspan - v0), fj->vlen);
-            for (int64_t r = 0; r < nb_pad; r++) {
-                int64_t kk = kk0 + FN(min64)(r, nb - 1), q = kk / g->cin_g, ci = kk % g->cin_g;
-                rows[r] = xg + ci * fj->pvol + g->kdelta[q] + v0;
-            }
-            int acc = n > 0 || v0 > 0;
+        for (int64_t r = 0; r < nb_pad; r++) {
+            int64_t kk = kk0 + FN(min64)(r, nb - 1), q = kk / g->cin_g, ci = kk % g->cin_g;
+            rows[r] = xg + ci * fj->pvol + g->kdelta[q];
+        }
+        for (int64_t c = 0; c < fj->nchunks; c++) {
+            const ptc_dot_run *pieces = fj->pieces + fj->chunk_start[c];
+            int64_t npieces = fj->chunk_start[c + 1] - fj->chunk_start[c];
+            int acc = n > 0 || c > 0;
             for (int64_t i0 = 0; i0 < fj->cout_pad; i0 += fj->dmr)
                 for (int64_t j0 = 0; j0 < nb_pad; j0 += fj->dnr)
-                    fj->dot(kv, ag + i0 * fj->ldk + v0, fj->ldk, rows + j0,
+                    fj->dot(npieces, pieces, ag + i0 * fj->ldk, fj->ldk, rows + j0,
                             sums + i0 * fj->ldv + j0 * fj->vlen, fj->ldv, acc);
             if (ptc_poll(par, tid)) return PTC_OK;
         }
@@ -1697,16 +1696,50 @@ static ptc_status FN(backward_filter_shifted)(const ptc_problem *p, const REAL *
     int nthreads = FN(filter_plan)(&fj, &g);
     job->out = dw;
     int64_t P = g.out_spatial;
-    /* Origin of the last output + 1: the padded-grid positions to reduce over. */
-    fj.vspan = 1;
-    for (int d = 0; d < q.ndim; d++) fj.vspan += (q.out_size[d] - 1) * g.in_stride[d];
-    fj.ldk = FN(leading_dim)(fj.vspan, fj.vlen);
+    int nd = q.ndim;
+    int64_t ho = q.out_size[nd - 2], row = q.out_size[nd - 1];
+    fj.runs = P / (ho * row);
+    fj.run_span = (ho - 1) * g.in_stride[nd - 2] + row;
+    fj.run_ld = FN(leading_dim)(fj.run_span, fj.vlen);
+    fj.ldk = fj.runs * fj.run_ld;
     job->kc = 512;
-    fj.xp = FN(padded_copy)(p, p->batch * p->in_channels, x, fj.ldk - fj.vspan + job->kc, &pvol,
-                            opt, &st);
+    /* The reduction in pieces (a run, or a part of at most kc of a long one),
+     * taken in chunks of about kc positions: a chunk's rows of x and dY stay
+     * in cache while every tile of the block sums over them, and a tile sums
+     * all the chunk's pieces in its registers (short runs: 4-d and 5-d). */
+    int64_t per_run = FN(ceil_div)(fj.run_span, job->kc);
+    int64_t piece_len = FN(round_up)(FN(ceil_div)(fj.run_span, per_run), fj.vlen);
+    fj.pieces = (ptc_dot_run *)malloc((size_t)(fj.runs * per_run) * sizeof(ptc_dot_run));
+    fj.chunk_start = (int64_t *)malloc((size_t)(fj.runs * per_run + 1) * sizeof(int64_t));
+    if (fj.pieces && fj.chunk_start) {
+        int64_t np = 0, in_chunk = 0;
+        fj.nchunks = 0;
+        for (int64_t run = 0; run < fj.runs; run++) {
+            int64_t origin = FN(run_origin)(&g, run);
+            for (int64_t v0 = 0; v0 < fj.run_span; v0 += piece_len) {
+                int64_t len = FN(min64)(piece_len, fj.run_span - v0);
+                if (in_chunk == 0 || in_chunk + len > job->kc) {
+                    fj.chunk_start[fj.nchunks++] = np;
+                    in_chunk = 0;
+                }
+                fj.pieces[np].kv = FN(ceil_div)(len, fj.vlen);
+                fj.pieces[np].aoff = run * fj.run_ld + v0;
+                fj.pieces[np++].boff = origin + v0;
+                in_chunk += len;
+            }
+        }
+        fj.chunk_start[fj.nchunks] = np;
+    } else {
+        st = PTC_ERR_NO_MEMORY;
+    }
+    /* The dot kernel reads whole vectors: up to run_ld past a run's origin. */
+    if (st == PTC_OK)
+        fj.xp = FN(padded_copy)(p, p->batch * p->in_channels, x, fj.run_ld + fj.vlen, &pvol, opt,
+                                &st);
     fj.pvol = pvol;
-    /* dY scattered onto the padded grid: zero at the origins between rows, so
-     * they add nothing (x is finite there: checked by the caller). */
+    /* dY scattered onto the padded grid, run by run: zero at the origins
+     * between rows, so they add nothing (x is finite there: checked by the
+     * caller). */
     int64_t dyv_elems = (p->batch * p->out_channels + fj.dmr) * fj.ldk;
     REAL *dyv = (uint64_t)dyv_elems > SIZE_MAX / sizeof(REAL)
                     ? NULL
@@ -1714,16 +1747,10 @@ static ptc_status FN(backward_filter_shifted)(const ptc_problem *p, const REAL *
     if (st == PTC_OK && !dyv) st = PTC_ERR_NO_MEMORY;
     if (st == PTC_OK) {
         memset(dyv, 0, (size_t)dyv_elems * sizeof(REAL));
-        int64_t row = q.out_size[q.ndim - 1], nrows = P / row;
         for (int64_t c = 0; c < p->batch * p->out_channels; c++)
-            for (int64_t r = 0; r < nrows; r++) {
-                int64_t rest = r, v = 0;
-                for (int d = q.ndim - 2; d >= 0; d--) {
-                    v += (rest % q.out_size[d]) * g.in_stride[d];
-                    rest /= q.out_size[d];
-                }
-                memcpy(dyv + c * fj.ldk + v, dy + c * P + r * row, (size_t)row * sizeof(REAL));
-            }
+            for (int64_t r = 0; r < P / row; r++)
+                memcpy(dyv + c * fj.ldk + r / ho * fj.run_ld + r % ho * g.in_stride[nd - 2],
+                       dy + c * P + r * row, (size_t)row * sizeof(REAL));
     }
     job->b_elems = 1;
     job->c_elems = fj.cout_pad * fj.ldv;
@@ -1733,6 +1760,8 @@ static ptc_status FN(backward_filter_shifted)(const ptc_problem *p, const REAL *
     if (st == PTC_OK)
         st = ptc_parallel_for(p->groups * job->nblocks, nthreads, FN(filter_shifted_task), &fj, opt);
     FN(job_end)(job, nthreads);
+    free(fj.pieces);
+    free(fj.chunk_start);
     ptc_workspace_release(0);
     ptc_workspace_release(1);
     ptc_geometry_free(&g);
@@ -1785,7 +1814,7 @@ static ptc_status FN(forward_dispatch)(const ptc_problem *p, const REAL *x, cons
                                        const REAL *bias, REAL *y, const ptc_options *opt)
 {
     if (FN(direct_ok)(p)) return FN(direct)(0, p, x, w, bias, y, opt);
-    if (FN(implicit_ok)(p)) return FN(forward_implicit)(p, x, w, bias, y, opt);
+    if (FN(shifted_ok)(p)) return FN(forward_implicit)(p, x, w, bias, y, opt);
     if (FN(pad_first)(p)) return FN(on_padded)(0, p, x, w, bias, y, opt);
     return FN(forward_zero_padded)(p, x, w, bias, y, opt);
 }

@@ -70,27 +70,36 @@ static void PTC_KCAT(KERNEL_NAME, _rows)(int64_t kc, const REAL *a, const REAL *
 
 #ifdef DOT_NAME
 /* The dot kernel: for i < DMR, j < DNR, the VLEN lane-wise partial sums
- *   c[i * ldc + j * VLEN + l] (+)= sum_k a[i * lda + k * VLEN + l] * b[j][k * VLEN + l]
- * over kv vectors of k. Both operands are rows contiguous along the reduction,
- * as dY and unfolded patches (or shifted rows of the padded input) are, so
- * nothing is transposed; the lanes are summed once, by the caller, at the end. */
-static void DOT_NAME(int64_t kv, const REAL *a, int64_t lda, const REAL *const *b, REAL *c,
-                     int64_t ldc, int accumulate)
+ *   c[i * ldc + j * VLEN + l] (+)= sum over runs r, k < kv_r of
+ *       a[i * lda + aoff_r + k * VLEN + l] * b[j][boff_r + k * VLEN + l].
+ * Both operands are rows contiguous along the reduction, as dY and unfolded
+ * patches (or shifted rows of the padded input) are, so nothing is
+ * transposed; the runs (one for unfolded patches, the planes of the padded
+ * grid for shifted rows) share the tile's registers, and the lanes are summed
+ * once, by the caller, at the end. */
+static void DOT_NAME(int64_t nruns, const ptc_dot_run *runs, const REAL *a, int64_t lda,
+                     const REAL *const *b, REAL *c, int64_t ldc, int accumulate)
 {
     VEC acc[DMR][DNR];
 #pragma GCC unroll 8
     for (int i = 0; i < DMR; i++)
 #pragma GCC unroll 8
         for (int j = 0; j < DNR; j++) acc[i][j] = VZERO;
-    for (int64_t k = 0; k < kv; k++) {
-        VEC av[DMR];
+    for (int64_t r = 0; r < nruns; r++) {
+        const REAL *ar = a + runs[r].aoff;
+        const REAL *br[DNR];
 #pragma GCC unroll 8
-        for (int i = 0; i < DMR; i++) av[i] = VLOAD(a + i * lda + k * VLEN);
+        for (int j = 0; j < DNR; j++) br[j] = b[j] + runs[r].boff;
+        for (int64_t k = 0; k < runs[r].kv; k++) {
+            VEC av[DMR];
 #pragma GCC unroll 8
-        for (int j = 0; j < DNR; j++) {
-            VEC bj = VLOAD(b[j] + k * VLEN);
+            for (int i = 0; i < DMR; i++) av[i] = VLOAD(ar + i * lda + k * VLEN);
 #pragma GCC unroll 8
-            for (int i = 0; i < DMR; i++) acc[i][j] = VFMA(av[i], bj, acc[i][j]);
+            for (int j = 0; j < DNR; j++) {
+                VEC bj = VLOAD(br[j] + k * VLEN);
+#pragma GCC unroll 8
+                for (int i = 0; i < DMR; i++) acc[i][j] = VFMA(av[i], bj, acc[i][j]);
+            }
         }
     }
 #pragma GCC unroll 8

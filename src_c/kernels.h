@@ -29,11 +29,17 @@ typedef void (*ptc_rows_f64_fn)(int64_t kc, const double *a, const double *const
                                 int64_t mr, int64_t nr);
 
 /* Dot kernels (weight gradients): a DMR x DNR tile of VLEN-lane partial sums
- * of products of rows contiguous along the reduction; see kernel_template.h. */
-typedef void (*ptc_dot_f32_fn)(int64_t kv, const float *a, int64_t lda,
-                               const float *const *b_rows, float *c, int64_t ldc, int accumulate);
-typedef void (*ptc_dot_f64_fn)(int64_t kv, const double *a, int64_t lda,
-                               const double *const *b_rows, double *c, int64_t ldc,
+ * of products of rows contiguous along the reduction, over nruns runs of it
+ * (kv vectors read at a + aoff in each row of A and at b_rows[j] + boff),
+ * summed in registers across the runs; see kernel_template.h. */
+typedef struct {
+    int64_t kv, aoff, boff;
+} ptc_dot_run;
+typedef void (*ptc_dot_f32_fn)(int64_t nruns, const ptc_dot_run *runs, const float *a,
+                               int64_t lda, const float *const *b_rows, float *c, int64_t ldc,
+                               int accumulate);
+typedef void (*ptc_dot_f64_fn)(int64_t nruns, const ptc_dot_run *runs, const double *a,
+                               int64_t lda, const double *const *b_rows, double *c, int64_t ldc,
                                int accumulate);
 
 /* Vector helpers of the direct paths (one input channel per group). */

@@ -156,3 +156,22 @@ def test_implicit_gemm_propagates_nan_exactly_where_windows_reach():
     assert np.array_equal(np.isinf(y), np.isinf(ref))
     finite = np.isfinite(ref)
     assert np.allclose(y[finite], ref[finite], rtol=1e-12, atol=1e-12)
+
+
+def test_shifted_weight_gradient_keeps_inf_and_nan_where_they_belong():
+    """The shifted weight gradient multiplies x at the padded columns between
+    rows by zeros of dY: with an Inf there it would make NaNs, so such an x
+    takes the unfolding path; the result must match the reference's
+    non-finite entries exactly."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((1, 2, 4, 5, 4, 6))
+    g = rng.standard_normal((1, 3, 4, 5, 4, 6))
+    x[0, 0, 1, 2, 3, 5] = np.inf  # at a row's end
+    x[0, 1, 3, 0, 0, 0] = np.nan
+    dw = pytconv.conv_weight_grad(x, (3, 2, 3, 3, 3, 3), g, padding=1)
+    problem = conv_problem("test", x.shape, (3, 2, 3, 3, 3, 3), padding=1)
+    ref = reference.backward_filter(problem, x, g)
+    assert np.array_equal(np.isnan(dw), np.isnan(ref))
+    assert np.array_equal(np.isinf(dw), np.isinf(ref))
+    finite = np.isfinite(ref)
+    assert np.allclose(dw[finite], ref[finite], rtol=1e-12, atol=1e-12)
