@@ -599,12 +599,15 @@ static ptc_status FN(backward_data_zero_padded)(const ptc_problem *p, const REAL
 
 /* Kernels at least as long as the widest micro-kernel tile (shorter ones would
  * leave tiles part empty), whose windows overlap (else the tiles of the path
- * above run in parallel). */
+ * above run in parallel), and padding that does not dwarf the row (these
+ * paths build the padded row; the path above never does). */
 static int FN(long_kernel_ok)(const ptc_problem *p)
 {
     const ptc_kernel_set *ks = ptc_kernels();
+    int64_t in = p->in_size[0];
     return p->ndim == 1 && p->dilation[0] == 1 &&
-           p->kernel[0] >= KERNEL_NV(ks) * KERNEL_VLEN(ks) && p->kernel[0] > p->stride[0];
+           p->kernel[0] >= KERNEL_NV(ks) * KERNEL_VLEN(ks) && p->kernel[0] > p->stride[0] &&
+           p->pad_low[0] + p->pad_high[0] <= 3 * in + 65536;
 }
 
 /* The long-kernel paths' jobs: the kernels and per-thread scratch of FN(job)

@@ -124,6 +124,35 @@ def test_zero_padding_far_larger_than_the_input():
     assert y.shape == (1, 1, (8 + 2 * pad - 2) // stride + 1)
 
 
+def test_zero_padding_far_larger_than_the_input_with_long_and_depthwise_kernels():
+    # The paths that build a padded row or plane (long 1-d kernels, depthwise)
+    # must leave such paddings to the ones that do not build them.
+    rng = np.random.default_rng(3)
+    cases = ((1, (2, 3, 64), 48, 2**22), (3, (3, 1, 5), 2**40 + 1, 2**40))
+    for groups, w_shape, stride, pad in cases:
+        x = rng.standard_normal((2, 3, 80))
+        w = rng.standard_normal(w_shape)
+        kw = dict(padding=pad, stride=stride, groups=groups)
+        y = pytconv.conv(x, w, **kw)
+        k, cin_g, cout_g = w_shape[2], w_shape[1], w_shape[0] // groups
+        assert y.shape[2] == (80 + 2 * pad - k) // stride + 1
+        reach = range(max(0, (pad - k) // stride), min(y.shape[2], (pad + 80) // stride + 2))
+        for o in reach:  # the outputs whose windows reach the input; the rest are 0
+            start = o * stride - pad
+            ks = [j for j in range(k) if 0 <= start + j < 80]
+            for co in range(y.shape[1]):
+                grp = co // cout_g
+                want = sum(w[co, c, j] * x[:, grp * cin_g + c, start + j] for c in range(cin_g) for j in ks)
+                np.testing.assert_allclose(y[:, co, o], want + np.zeros(2), rtol=1e-12, atol=1e-12)
+        assert not y[:, :, [o for o in range(y.shape[2]) if o not in reach][:1000]].any()
+        g = rng.standard_normal(y.shape)
+        dx = pytconv.conv_input_grad(x.shape, w, g, **kw)
+        dw = pytconv.conv_weight_grad(x, w.shape, g, **kw)
+        # the adjoint identities <conv(x), g> == <x, dx> == <w, dw>
+        assert np.isclose(np.vdot(y, g), np.vdot(x, dx), rtol=1e-12)
+        assert np.isclose(np.vdot(y, g), np.vdot(w, dw), rtol=1e-12)
+
+
 @pytest.mark.parametrize("fn", [pytconv.conv, pytconv.conv_transpose])
 @pytest.mark.parametrize("name", ["stride", "dilation"])
 @pytest.mark.parametrize("value", [2**63, 2**64, 2**200])
