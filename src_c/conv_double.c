@@ -11,7 +11,6 @@
 #define KERNEL_NV(ks) ((int64_t)(ks)->nv_f64)
 #define DOT_KERNEL(ks) ((ks)->dot_f64)
 #define AXPY(ks) ((ks)->axpy_f64)
-#define DOTV(ks) ((ks)->dotv_f64)
 #define TAPS(ks) ((ks)->taps_f64)
 #define TAPDOT(ks) ((ks)->tapdot_f64)
 #include "conv_template.h"

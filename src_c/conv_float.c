@@ -11,7 +11,6 @@
 #define KERNEL_NV(ks) ((int64_t)(ks)->nv_f32)
 #define DOT_KERNEL(ks) ((ks)->dot_f32)
 #define AXPY(ks) ((ks)->axpy_f32)
-#define DOTV(ks) ((ks)->dotv_f32)
 #define TAPS(ks) ((ks)->taps_f32)
 #define TAPDOT(ks) ((ks)->tapdot_f32)
 #include "conv_template.h"

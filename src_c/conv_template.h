@@ -1108,8 +1108,11 @@ static int FN(needs_explicit_padding)(const ptc_problem *p)
 /* Depthwise convolutions (and channel multipliers up to 4) are memory-bound
  * and their GEMMs degenerate (one row of an 8-row tile, a k-loop of 9), so
  * they run directly, one input plane at a time. The plane is first copied
- * into a zero-padded buffer (when there is padding), so that every output row
- * reads the same taps (kernel offsets) with no border left to test:
+ * into a zero-padded buffer (when there is padding or a stride), so that
+ * every output row reads the same taps (kernel offsets) with no border left
+ * to test; with stride s along the last dimension each padded row is stored
+ * as its s phases (columns c with the same c % s, one after another), so
+ * that a tap reads consecutive elements for consecutive outputs:
  *   forward          a block of a row's outputs stays in registers across all
  *                    taps and is stored once (TAPS kernel);
  *   weight gradient  every tap's sum stays in registers across the row
@@ -1139,13 +1142,16 @@ typedef struct {
 
 typedef struct {
     const ptc_geometry *g;
-    const ptc_geometry *pg; /* of the zero-padded problem (g itself without padding) */
     const ptc_kernel_set *ks;
     const REAL *x, *w, *bias, *dy;
     REAL *out;
+    int copied;                    /* planes are copied (padded, phase-split); else read in place */
+    int64_t phase_len;             /* elements of one phase of a padded row */
+    int64_t pstride[PTC_MAX_NDIM]; /* element strides of the copied plane's dims */
     int64_t pvol, vlen;
-    int64_t nc, ntiles, seg_cap; /* input gradient: tiles of output positions */
-    FN(direct_scratch) **scratch; /* per thread */
+    int64_t *tap_off;              /* kvol: offset of each tap from its window's origin */
+    int64_t nc, ntiles, seg_cap;   /* input gradient: tiles of output positions */
+    FN(direct_scratch) **scratch;  /* per thread */
 } FN(direct_job);
 
 static void FN(direct_scratch_free)(FN(direct_scratch) *sc)
@@ -1163,16 +1169,15 @@ static ptc_status FN(direct_scratch_get)(FN(direct_job) *job, int tid, FN(direct
 {
     if (!job->scratch[tid]) {
         int64_t kvol = job->g->kvol, sums = job->g->cout_g * kvol;
-        int padded = job->pg != job->g;
         FN(direct_scratch) *sc = (FN(direct_scratch) *)calloc(1, sizeof(*sc));
         int ok = sc != NULL;
         if (ok) {
-            sc->plane = padded ? FN(alloc)(job->pvol) : NULL;
+            sc->plane = job->copied ? FN(alloc)(job->pvol) : NULL;
             sc->src = (const REAL **)malloc((size_t)kvol * sizeof(REAL *));
             sc->acc = (REAL **)malloc((size_t)sums * sizeof(REAL *));
             sc->lanes = FN(alloc)(sums * job->vlen);
             sc->segs = (ptc_segment *)calloc((size_t)job->seg_cap, sizeof(ptc_segment));
-            ok = (sc->plane || !padded) && sc->src && sc->acc && sc->lanes && sc->segs;
+            ok = (sc->plane || !job->copied) && sc->src && sc->acc && sc->lanes && sc->segs;
         }
         if (!ok) {
             FN(direct_scratch_free)(sc);
@@ -1185,34 +1190,47 @@ static ptc_status FN(direct_scratch_get)(FN(direct_job) *job, int tid, FN(direct
     return PTC_OK;
 }
 
-/* Input plane xc as the padded problem reads it: copied into the zero-padded
- * buffer, or xc itself where there is no padding. */
+/* Input plane xc as the taps read it: copied into the zero-padded,
+ * phase-split buffer, or xc itself (no padding, stride 1). */
 static const REAL *FN(direct_plane)(const FN(direct_job) *job, FN(direct_scratch) *sc,
                                     const REAL *xc)
 {
-    if (job->pg == job->g) return xc;
+    if (!job->copied) return xc;
     const ptc_problem *p = job->g->p;
     int last = p->ndim - 1;
-    int64_t row = p->in_size[last], rows = job->g->in_spatial / row;
+    int64_t row = p->in_size[last], rows = job->g->in_spatial / row, s = p->stride[last];
+    int64_t lo = p->pad_low[last];
     memset(sc->plane, 0, (size_t)job->pvol * sizeof(REAL));
     for (int64_t r = 0; r < rows; r++) {
-        int64_t rest = r, off = p->pad_low[last];
+        int64_t rest = r, off = 0;
         for (int d = last - 1; d >= 0; d--) {
-            off += (rest % p->in_size[d] + p->pad_low[d]) * job->pg->in_stride[d];
+            off += (rest % p->in_size[d] + p->pad_low[d]) * job->pstride[d];
             rest /= p->in_size[d];
         }
-        memcpy(sc->plane + off, xc + r * row, (size_t)row * sizeof(REAL));
+        const REAL *src = xc + r * row;
+        REAL *dst = sc->plane + off;
+        if (s == 1) {
+            memcpy(dst + lo, src, (size_t)row * sizeof(REAL));
+        } else {
+            /* Phase ph holds padded columns ph, ph + s, ...: input i = c - lo. */
+            for (int64_t ph = 0; ph < s; ph++) {
+                int64_t t = ph >= lo ? 0 : (lo - ph + s - 1) / s, i = ph + t * s - lo;
+                REAL *d = dst + ph * job->phase_len;
+                for (; i < row; i += s, t++) d[t] = src[i];
+            }
+        }
     }
     return sc->plane;
 }
 
-/* Offset in the padded plane of the first window of output row r. */
+/* Offset in the plane (as direct_plane gives it) of the first window of
+ * output row r. */
 static int64_t FN(row_origin)(const FN(direct_job) *job, int64_t r)
 {
     const ptc_problem *p = job->g->p;
     int64_t v = 0;
     for (int d = p->ndim - 2; d >= 0; d--) {
-        v += (r % p->out_size[d]) * p->stride[d] * job->pg->in_stride[d];
+        v += (r % p->out_size[d]) * p->stride[d] * job->pstride[d];
         r /= p->out_size[d];
     }
     return v;
@@ -1228,24 +1246,15 @@ static ptc_status FN(direct_forward_task)(void *vjob, int64_t t, int tid, ptc_pa
     ptc_status st = FN(direct_scratch_get)(job, tid, &sc);
     if (st != PTC_OK) return st;
     int64_t grp = t % p->groups, n = t / p->groups, P = g->out_spatial, kvol = g->kvol;
-    int64_t row = p->out_size[p->ndim - 1], s = p->stride[p->ndim - 1];
+    int64_t row = p->out_size[p->ndim - 1];
     const REAL *xp = FN(direct_plane)(job, sc, job->x + (n * p->in_channels + grp) * g->in_spatial);
     for (int64_t r = 0; r < P / row; r++) {
         const REAL *origin = xp + FN(row_origin)(job, r);
-        for (int64_t q = 0; q < kvol; q++) sc->src[q] = origin + job->pg->kdelta[q];
+        for (int64_t q = 0; q < kvol; q++) sc->src[q] = origin + job->tap_off[q];
         for (int64_t j = 0; j < g->cout_g; j++) {
             int64_t co = grp * g->cout_g + j;
-            const REAL *w = job->w + co * kvol;
             REAL *y = job->out + (n * p->out_channels + co) * P + r * row;
-            if (s == 1) {
-                TAPS(job->ks)(row, kvol, sc->src, w, y);
-            } else {
-                for (int64_t i = 0; i < row; i++) {
-                    REAL acc = 0;
-                    for (int64_t q = 0; q < kvol; q++) acc = w[q] * sc->src[q][i * s] + acc;
-                    y[i] = acc;
-                }
-            }
+            TAPS(job->ks)(row, kvol, sc->src, job->w + co * kvol, y);
             if (job->bias)
                 for (int64_t i = 0; i < row; i++) y[i] += job->bias[co];
         }
@@ -1262,22 +1271,17 @@ static ptc_status FN(direct_filter_task)(void *vjob, int64_t grp, int tid, ptc_p
     ptc_status st = FN(direct_scratch_get)(job, tid, &sc);
     if (st != PTC_OK) return st;
     int64_t P = g->out_spatial, kvol = g->kvol, sums = g->cout_g * kvol;
-    int64_t row = p->out_size[p->ndim - 1], s = p->stride[p->ndim - 1];
+    int64_t row = p->out_size[p->ndim - 1];
     memset(sc->lanes, 0, (size_t)(sums * job->vlen) * sizeof(REAL));
     for (int64_t n = 0; n < p->batch; n++) {
         const REAL *xp = FN(direct_plane)(job, sc, job->x + (n * p->in_channels + grp) * g->in_spatial);
         for (int64_t r = 0; r < P / row; r++) {
             const REAL *origin = xp + FN(row_origin)(job, r);
-            for (int64_t q = 0; q < kvol; q++) sc->src[q] = origin + job->pg->kdelta[q];
+            for (int64_t q = 0; q < kvol; q++) sc->src[q] = origin + job->tap_off[q];
             for (int64_t j = 0; j < g->cout_g; j++) {
                 int64_t co = grp * g->cout_g + j;
                 const REAL *dy = job->dy + (n * p->out_channels + co) * P + r * row;
-                if (s == 1) {
-                    TAPDOT(job->ks)(row, kvol, sc->src, dy, sc->acc + j * kvol);
-                } else {
-                    for (int64_t q = 0; q < kvol; q++)
-                        sc->acc[j * kvol + q][0] += DOTV(job->ks)(row, sc->src[q], s, dy);
-                }
+                TAPDOT(job->ks)(row, kvol, sc->src, dy, sc->acc + j * kvol);
             }
         }
         if (ptc_poll(par, tid)) return PTC_OK;
@@ -1333,12 +1337,12 @@ static ptc_status FN(direct_data_task)(void *vjob, int64_t t, int tid, ptc_paral
 static ptc_status FN(direct)(int op, const ptc_problem *p, const REAL *a, const REAL *b,
                              const REAL *bias, REAL *out, const ptc_options *opt)
 {
-    ptc_geometry g, pg;
+    ptc_geometry g;
     ptc_status st = ptc_geometry_init(&g, p);
     if (st != PTC_OK) return st;
     FN(direct_job) job;
     memset(&job, 0, sizeof(job));
-    job.g = job.pg = &g;
+    job.g = &g;
     job.ks = ptc_kernels();
     job.vlen = KERNEL_VLEN(job.ks);
     job.out = out;
@@ -1350,16 +1354,26 @@ static ptc_status FN(direct)(int op, const ptc_problem *p, const REAL *a, const 
     job.nc = FN(min64)(P, DIRECT_TILE);
     job.ntiles = FN(ceil_div)(P, job.nc);
     job.seg_cap = op == 1 ? job.nc / p->out_size[p->ndim - 1] + 2 : 1;
-    int padded = 0;
-    for (int d = 0; d < p->ndim; d++) padded |= p->pad_low[d] || p->pad_high[d];
-    ptc_problem zp = FN(padded_problem)(p, &job.pvol);
-    if (padded && op != 1) {
-        st = ptc_geometry_init(&pg, &zp);
-        if (st != PTC_OK) {
-            ptc_geometry_free(&g);
-            return st;
-        }
-        job.pg = &pg;
+    /* The plane as the forward pass and the weight gradient read it. */
+    int last = p->ndim - 1;
+    int64_t s = p->stride[last];
+    job.copied = s > 1;
+    for (int d = 0; d < p->ndim; d++) job.copied |= p->pad_low[d] || p->pad_high[d];
+    int64_t wp = p->in_size[last] + p->pad_low[last] + p->pad_high[last];
+    job.phase_len = job.copied ? FN(ceil_div)(wp, s) : p->in_size[last];
+    job.pstride[last] = 1;
+    int64_t extent = job.copied ? s * job.phase_len : p->in_size[last];
+    for (int d = last - 1; d >= 0; d--) {
+        job.pstride[d] = job.pstride[d + 1] * extent;
+        extent = job.copied ? p->in_size[d] + p->pad_low[d] + p->pad_high[d] : p->in_size[d];
+    }
+    job.pvol = job.pstride[0] * extent;
+    job.tap_off = (int64_t *)malloc((size_t)g.kvol * sizeof(int64_t));
+    if (!job.tap_off) st = PTC_ERR_NO_MEMORY;
+    for (int64_t q = 0; st == PTC_OK && q < g.kvol; q++) {
+        int64_t c = g.koff[q * g.nd + last]; /* padded column of the tap, from the origin */
+        job.tap_off[q] = c % s * job.phase_len + c / s;
+        for (int d = 0; d < last; d++) job.tap_off[q] += g.koff[q * g.nd + d] * job.pstride[d];
     }
     double work = 2.0 * (double)p->batch * (double)p->out_channels * (double)g.kvol * (double)P;
     int nthreads = ptc_threads_for_work(work);
@@ -1375,7 +1389,7 @@ static ptc_status FN(direct)(int op, const ptc_problem *p, const REAL *a, const 
         for (int i = 0; i < nthreads; i++) FN(direct_scratch_free)(job.scratch[i]);
     }
     free(job.scratch);
-    if (job.pg != &g) ptc_geometry_free(&pg);
+    free(job.tap_off);
     ptc_geometry_free(&g);
     return st;
 }

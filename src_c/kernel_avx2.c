@@ -37,7 +37,6 @@ static inline __m256i avx2_mask64(int64_t r)
 #define KERNEL_NAME kernel_avx2_f32_2
 #define DOT_NAME dot_avx2_f32
 #define AXPY_NAME axpy_avx2_f32
-#define DOTV_NAME dotv_avx2_f32
 #define TAPS_NAME taps_avx2_f32
 #define TAPDOT_NAME tapdot_avx2_f32
 #include "kernel_template.h"
@@ -45,7 +44,6 @@ static inline __m256i avx2_mask64(int64_t r)
 #undef KERNEL_NAME
 #undef DOT_NAME
 #undef AXPY_NAME
-#undef DOTV_NAME
 #undef TAPS_NAME
 #undef TAPDOT_NAME
 #undef REAL
@@ -82,7 +80,6 @@ static inline __m256i avx2_mask64(int64_t r)
 #define KERNEL_NAME kernel_avx2_f64_2
 #define DOT_NAME dot_avx2_f64
 #define AXPY_NAME axpy_avx2_f64
-#define DOTV_NAME dotv_avx2_f64
 #define TAPS_NAME taps_avx2_f64
 #define TAPDOT_NAME tapdot_avx2_f64
 #include "kernel_template.h"
@@ -90,7 +87,6 @@ static inline __m256i avx2_mask64(int64_t r)
 #undef KERNEL_NAME
 #undef DOT_NAME
 #undef AXPY_NAME
-#undef DOTV_NAME
 #undef TAPS_NAME
 #undef TAPDOT_NAME
 #undef REAL
@@ -113,6 +109,6 @@ const ptc_kernel_set ptc_kernels_avx2 = {
     6, 4, 2, {kernel_avx2_f64_1, kernel_avx2_f64_2},
     {kernel_avx2_f64_1_rows, kernel_avx2_f64_2_rows},
     DMR, DNR, dot_avx2_f32, dot_avx2_f64,
-    axpy_avx2_f32, axpy_avx2_f64, dotv_avx2_f32, dotv_avx2_f64,
+    axpy_avx2_f32, axpy_avx2_f64,
     taps_avx2_f32, taps_avx2_f64, tapdot_avx2_f32, tapdot_avx2_f64,
 };

@@ -34,7 +34,6 @@
 #define KERNEL_NAME kernel_avx512_f32_3
 #define DOT_NAME dot_avx512_f32
 #define AXPY_NAME axpy_avx512_f32
-#define DOTV_NAME dotv_avx512_f32
 #define TAPS_NAME taps_avx512_f32
 #define TAPDOT_NAME tapdot_avx512_f32
 #include "kernel_template.h"
@@ -42,7 +41,6 @@
 #undef KERNEL_NAME
 #undef DOT_NAME
 #undef AXPY_NAME
-#undef DOTV_NAME
 #undef TAPS_NAME
 #undef TAPDOT_NAME
 #undef REAL
@@ -84,7 +82,6 @@
 #define KERNEL_NAME kernel_avx512_f64_3
 #define DOT_NAME dot_avx512_f64
 #define AXPY_NAME axpy_avx512_f64
-#define DOTV_NAME dotv_avx512_f64
 #define TAPS_NAME taps_avx512_f64
 #define TAPDOT_NAME tapdot_avx512_f64
 #include "kernel_template.h"
@@ -92,7 +89,6 @@
 #undef KERNEL_NAME
 #undef DOT_NAME
 #undef AXPY_NAME
-#undef DOTV_NAME
 #undef TAPS_NAME
 #undef TAPDOT_NAME
 #undef REAL
@@ -115,6 +111,6 @@ const ptc_kernel_set ptc_kernels_avx512 = {
     8, 8, 3, {kernel_avx512_f64_1, kernel_avx512_f64_2, kernel_avx512_f64_3},
     {kernel_avx512_f64_1_rows, kernel_avx512_f64_2_rows, kernel_avx512_f64_3_rows},
     DMR, DNR, dot_avx512_f32, dot_avx512_f64,
-    axpy_avx512_f32, axpy_avx512_f64, dotv_avx512_f32, dotv_avx512_f64,
+    axpy_avx512_f32, axpy_avx512_f64,
     taps_avx512_f32, taps_avx512_f64, tapdot_avx512_f32, tapdot_avx512_f64,
 };

@@ -58,7 +58,6 @@
 #define KERNEL_NAME kernel_generic_f32_8
 #define DOT_NAME dot_generic_f32
 #define AXPY_NAME axpy_generic_f32
-#define DOTV_NAME dotv_generic_f32
 #define TAPS_NAME taps_generic_f32
 #define TAPDOT_NAME tapdot_generic_f32
 #include "kernel_template.h"
@@ -66,7 +65,6 @@
 #undef KERNEL_NAME
 #undef DOT_NAME
 #undef AXPY_NAME
-#undef DOTV_NAME
 #undef TAPS_NAME
 #undef TAPDOT_NAME
 #undef REAL
@@ -133,7 +131,6 @@
 #define KERNEL_NAME kernel_generic_f64_8
 #define DOT_NAME dot_generic_f64
 #define AXPY_NAME axpy_generic_f64
-#define DOTV_NAME dotv_generic_f64
 #define TAPS_NAME taps_generic_f64
 #define TAPDOT_NAME tapdot_generic_f64
 #include "kernel_template.h"
@@ -141,7 +138,6 @@
 #undef KERNEL_NAME
 #undef DOT_NAME
 #undef AXPY_NAME
-#undef DOTV_NAME
 #undef TAPS_NAME
 #undef TAPDOT_NAME
 #undef REAL
@@ -164,6 +160,6 @@ const ptc_kernel_set ptc_kernels_generic = {
     4, 1, 8, {kernel_generic_f64_1, kernel_generic_f64_2, kernel_generic_f64_3, kernel_generic_f64_4, kernel_generic_f64_5, kernel_generic_f64_6, kernel_generic_f64_7, kernel_generic_f64_8},
     {kernel_generic_f64_1_rows, kernel_generic_f64_2_rows, kernel_generic_f64_3_rows, kernel_generic_f64_4_rows, kernel_generic_f64_5_rows, kernel_generic_f64_6_rows, kernel_generic_f64_7_rows, kernel_generic_f64_8_rows},
     DMR, DNR, dot_generic_f32, dot_generic_f64,
-    axpy_generic_f32, axpy_generic_f64, dotv_generic_f32, dotv_generic_f64,
+    axpy_generic_f32, axpy_generic_f64,
     taps_generic_f32, taps_generic_f64, tapdot_generic_f32, tapdot_generic_f64,
 };

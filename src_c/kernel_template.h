@@ -123,28 +123,6 @@ static void AXPY_NAME(int64_t n, REAL a, const REAL *x, int64_t incx, REAL *y, i
     }
     for (; i < n; i++) y[i * incy] += a * x[i * incx];
 }
-
-/* sum of x[i * incx] * y[i] for i < n, in a fixed order: four vector
- * accumulators by position modulo 4 * VLEN, their lanes, then the tail. */
-static REAL DOTV_NAME(int64_t n, const REAL *x, int64_t incx, const REAL *y)
-{
-    int64_t i = 0;
-    REAL total = 0;
-    if (incx == 1) {
-        VEC acc[4] = {VZERO, VZERO, VZERO, VZERO};
-        for (; i + 4 * VLEN <= n; i += 4 * VLEN)
-#pragma GCC unroll 4
-            for (int u = 0; u < 4; u++)
-                acc[u] = VFMA(VLOAD(x + i + u * VLEN), VLOAD(y + i + u * VLEN), acc[u]);
-        for (; i + VLEN <= n; i += VLEN) acc[0] = VFMA(VLOAD(x + i), VLOAD(y + i), acc[0]);
-        REAL lanes[4 * VLEN];
-#pragma GCC unroll 4
-        for (int u = 0; u < 4; u++) VSTORE(lanes + u * VLEN, acc[u]);
-        for (int l = 0; l < 4 * VLEN; l++) total += lanes[l];
-    }
-    for (; i < n; i++) total += x[i * incx] * y[i];
-    return total;
-}
 #endif
 
 #ifdef TAPS_NAME

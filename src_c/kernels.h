@@ -47,8 +47,6 @@ typedef void (*ptc_axpy_f32_fn)(int64_t n, float a, const float *x, int64_t incx
                                 int64_t incy);
 typedef void (*ptc_axpy_f64_fn)(int64_t n, double a, const double *x, int64_t incx, double *y,
                                 int64_t incy);
-typedef float (*ptc_dotv_f32_fn)(int64_t n, const float *x, int64_t incx, const float *y);
-typedef double (*ptc_dotv_f64_fn)(int64_t n, const double *x, int64_t incx, const double *y);
 
 /* Depthwise kernels over the rows of the kernel's taps (kernel_template.h). */
 typedef void (*ptc_taps_f32_fn)(int64_t n, int64_t ntaps, const float *const *src,
@@ -79,8 +77,6 @@ typedef struct {
     ptc_dot_f64_fn dot_f64;
     ptc_axpy_f32_fn axpy_f32;
     ptc_axpy_f64_fn axpy_f64;
-    ptc_dotv_f32_fn dotv_f32;
-    ptc_dotv_f64_fn dotv_f64;
     ptc_taps_f32_fn taps_f32;
     ptc_taps_f64_fn taps_f64;
     ptc_tapdot_f32_fn tapdot_f32;

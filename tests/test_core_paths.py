@@ -7,7 +7,7 @@ stride-1 convolutions in 3 or more dimensions (runs narrower and wider than a
 register tile, output channels that leave a partial row panel, groups, bias,
 dilation), the explicitly padded input for volumes whose rows mostly touch the
 padding, the direct depthwise kernels (rows longer and shorter than their
-register blocks, channel multipliers, strides), the gradients of 1-d
+register blocks, channel multipliers, strides through phase-split rows), the gradients of 1-d
 convolutions with long kernels (GEMMs over the windows), the transposed convolution
 whose windows do not overlap (tiles run side by side; where the windows tile
 the output exactly, nothing is cleared first), and the 1-d transposed
@@ -49,6 +49,8 @@ CONV_PATHS = {
     "depthwise multiplier 3 dilated": ((1, 4, 11, 29), (12, 1, 3, 2), dict(padding=(2, 1), dilation=(2, 3), groups=4)),
     "depthwise narrow rows": ((2, 3, 4, 3), (3, 1, 3, 3), dict(padding=2, groups=3)),
     "depthwise stride 2": ((2, 5, 12, 15), (5, 1, 3, 3), dict(padding=1, stride=2, groups=5)),
+    "depthwise stride 3 dilated": ((1, 4, 13, 17), (8, 1, 3, 3), dict(padding=((1, 2), (2, 0)), stride=(2, 3), dilation=(1, 2), groups=4)),
+    "depthwise stride 2 unpadded 3d": ((2, 3, 5, 6, 9), (3, 1, 2, 3, 3), dict(stride=(1, 2, 2), groups=3)),
     "depthwise 1d unpadded": ((1, 3, 300), (3, 1, 5), dict(groups=3)),
     "depthwise 3d asymmetric": ((1, 4, 5, 6, 7), (8, 1, 3, 3, 3), dict(padding=(1, 0, 2), groups=4)),
     "depthwise 4d": ((1, 2, 4, 5, 4, 6), (2, 1, 2, 3, 2, 3), dict(padding=1, groups=2)),
