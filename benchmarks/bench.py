@@ -114,17 +114,6 @@ def source_version() -> dict:
     return out
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 # --------------------------------------------------------------------------
 # The libraries. Each prepares a Case for one workload and dtype: two
 # callables to time (forward; training step) and the conversion of their
@@ -1089,7 +1078,7 @@ def main(argv=None):
     lib_names = list(libs)
     info = {
         "timestamp": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu_model(),
+        "cpu": workloads.cpu_model(),
         "cpus": os.cpu_count(),
         "threads": args.threads,
         "threading": threading_note,
@@ -1152,9 +1141,7 @@ def main(argv=None):
           f"(above {args.threads}, other processes shared the CPUs: compare ratios, not absolute figures)")
 
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"info": info, "rows": rows, "adjoint": adjoint, "summary": summary}, f, indent=1)
+        workloads.write_json(args.json, {"info": info, "rows": rows, "adjoint": adjoint, "summary": summary})
         print(f"wrote {args.json}")
     if args.png and plot(rows, lib_names, info, args.png):
         print(f"wrote {args.png}")

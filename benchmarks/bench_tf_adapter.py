@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
@@ -41,17 +40,6 @@ from benchmarks import workloads  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")
 CHECK_TOLERANCE = 2e-3
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _tf_padding(wl, n):
@@ -172,7 +160,7 @@ def main(argv=None):
     names = ("tf", "adapter NC", "adapter NHWC", "numpy")
     rows = []
     print(f"TensorFlow {tf.__version__} ({args.threads} intra-op threads, 1 inter-op), pytconv "
-          f"{pytconv.__version__} ({pytconv._core.simd_level()}, {args.threads} threads), {_cpu_model()}")
+          f"{pytconv.__version__} ({pytconv._core.simd_level()}, {args.threads} threads), {workloads.cpu_model()}")
     print("training step (forward + input and weight gradients, tf.function), float32, GFLOP/s (3x forward FLOPs)")
     header = (f"{'case':<11} {'tf (NHWC)':>10} {'adapter NC':>11} {'adapter NHWC':>13} {'numpy API':>10} "
               f"{'NC/tf':>7} {'NHWC/tf':>8} {'NC/numpy':>9}")
@@ -223,7 +211,7 @@ def main(argv=None):
     report = {
         "benchmark": "tf_adapter",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": _cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"cpu": workloads.cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "versions": {"tensorflow": tf.__version__, "pytconv": pytconv.__version__, "numpy": np.__version__,
                      "simd": pytconv._core.simd_level()},
         "threads": {"tensorflow_intra_op": args.threads, "tensorflow_inter_op": 1, "pytconv": args.threads},
@@ -237,9 +225,7 @@ def main(argv=None):
         "geomean_ratio_vs_tf": geo,
         "geomean_adapter_nc_vs_numpy": geo_numpy,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(report, f, indent=2)
+    workloads.write_json(args.output, report, indent=2)
     print(f"written {args.output}")
 
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import os
 import platform
@@ -53,17 +52,6 @@ RESULTS = os.path.join(HERE, "results")
 CHECK_TOLERANCE = 2e-3
 TARGET_ADAPTER_OVER_CORE = 0.9
 TARGET_TINY_CALL = 2.0
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _training_steps(torch, ptc, pytconv, wl):
@@ -231,7 +219,7 @@ def main(argv=None):
     pytconv.set_num_threads(args.threads)
 
     print(f"PyTorch {torch.__version__}, pytconv {pytconv.__version__} ({pytconv._core.simd_level()}), "
-          f"{args.threads} threads each, float32, {_cpu_model()}\n")
+          f"{args.threads} threads each, float32, {workloads.cpu_model()}\n")
     _print_header()
     only = set(filter(None, args.only.split(",")))
     unknown = only - {wl.name for wl in workloads.PUBLIC}
@@ -273,7 +261,7 @@ def main(argv=None):
 
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpu": workloads.cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
         "torch": torch.__version__,
         "pytconv": pytconv.__version__,
         "simd": pytconv._core.simd_level(),
@@ -285,9 +273,7 @@ def main(argv=None):
         "tiny_call_one_thread": tiny,
         "targets": targets,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(report, f, indent=2)
+    workloads.write_json(args.json, report, indent=2)
     print(f"\nwrote {args.json}")
 
 

@@ -1,5 +1,6 @@
 """The benchmark workloads of the project (public peer figures exist for the
-first eight) and the timing helper every benchmark script uses.
+first eight) and the helpers every benchmark script uses: timing, the CPU's
+name, writing the JSON report.
 
 FLOPs are counted as direct convolution:
   conv            2 * N * Cout * Cin/groups * prod(k) * prod(out)
@@ -9,6 +10,9 @@ A training step (forward + input gradient + weight gradient) counts 3x.
 
 from __future__ import annotations
 
+import json
+import os
+import platform
 import statistics
 import time
 from dataclasses import dataclass
@@ -159,3 +163,25 @@ def interleaved_medians(fns: dict, repeats=7, warmup=1, min_time=0.0) -> dict:
                     break
             samples[name].append(elapsed / count)
     return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it (else what platform knows)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def write_json(path: str, report, indent: int = 1) -> None:
+    """Writes report to path (its folder created), replacing the file only once
+    complete, so an interrupted run leaves the previous results."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(report, f, indent=indent)
+    os.replace(tmp, path)

@@ -619,7 +619,8 @@ typedef struct {
     int direct;   /* data: the windows lie inside dx, added into it with no buffer */
 } FN(long_job);
 
-/* Starts a long-kernel job on geometry g: kernels, block of mc, row of span. */
+/* Starts a long-kernel job on geometry g: its kernels, and per-thread buffers
+ * of a_elems (buf_b) and row_elems (buf_c, none when 0). */
 static ptc_status FN(long_job_start)(FN(long_job) *job, const ptc_geometry *g, int64_t a_elems,
                                      int64_t row_elems, int nthreads)
 {
