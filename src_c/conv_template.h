@@ -568,7 +568,9 @@ static ptc_status FN(backward_data_zero_padded)(const ptc_problem *p, const REAL
     for (int d = 0; d < p->ndim; d++) {
         int64_t extent = p->dilation[d] * (p->kernel[d] - 1) + 1;
         disjoint &= extent <= p->stride[d];
-        covered &= extent == p->stride[d] && p->pad_low[d] == 0 &&
+        /* Dilated taps leave gaps: a kernel of 2 at dilation 2 and stride 3
+         * reaches offsets 0 and 2 of every 3, never 1. */
+        covered &= extent == p->stride[d] && extent == p->kernel[d] && p->pad_low[d] == 0 &&
                    p->in_size[d] == p->out_size[d] * p->stride[d];
     }
     job.tile_tasks = disjoint ? job.ntiles : 1;

@@ -22,7 +22,8 @@ import pytest
 
 import pytconv
 from pytconv import reference
-from pytconv._args import conv_problem
+from pytconv import _core
+from pytconv._args import conv_problem, transposed_problem
 
 from core_cases import assert_close
 
@@ -72,6 +73,10 @@ TRANSPOSED_PATHS = {
     "disjoint covered k3 s3": ((2, 3, 4, 5), (3, 2, 3, 3), dict(stride=3)),
     "disjoint covered 1d pairs": ((2, 4, 37), (4, 3, 2), dict(stride=2)),
     "disjoint dilated": ((1, 2, 5, 4), (2, 3, 2, 2), dict(stride=(4, 3), dilation=(3, 2))),
+    # dilated taps that span the stride yet leave gaps (offsets 0 and 2 of
+    # every 3), over enough positions for several tiles, which are not cleared
+    # as one: the gaps must still be zeroed
+    "disjoint dilated gaps many tiles": ((2, 3, 61, 47), (3, 16, 2, 2), dict(stride=3, dilation=2)),
     "disjoint padded": ((1, 3, 4, 5, 4), (3, 2, 2, 2, 2), dict(stride=2, padding=1)),
     "disjoint output padding": ((1, 3, 4, 3, 5), (3, 2, 2, 2, 2), dict(stride=2, output_padding=1)),
     "overlapping 4d": ((1, 3, 3, 4, 3, 3), (3, 2, 3, 3, 3, 3), dict(stride=2, padding=1)),
@@ -138,9 +143,11 @@ def test_transposed_paths(name, dtype, restore_threads):
     y = _on_threads(lambda: pytconv.conv_transpose(t, w, **kw))
     ref = reference.conv_transpose(t64, w64, **kw)
     assert_close(y, ref, reference.conv_transpose(abs(t64), abs(w64), **kw), dtype, name)
-    # Called again into memory that held other values: every element is written.
-    again = pytconv.conv_transpose(t, w, **kw)
-    assert again.tobytes() == y.tobytes()
+    # Into memory full of NaN: every element is written, gaps included.
+    problem = transposed_problem("test", t.shape, w.shape, **kw)
+    into = np.full(y.shape, np.nan, dtype=dtype)
+    _core.backward_data(problem, t, w, into)
+    assert into.tobytes() == y.tobytes()
 
 
 def test_implicit_gemm_propagates_nan_exactly_where_windows_reach():
