@@ -13,4 +13,5 @@
 #define AXPY(ks) ((ks)->axpy_f64)
 #define TAPS(ks) ((ks)->taps_f64)
 #define TAPDOT(ks) ((ks)->tapdot_f64)
+#define STREAM(ks) ((ks)->stream_f64)
 #include "conv_template.h"

@@ -13,4 +13,5 @@
 #define AXPY(ks) ((ks)->axpy_f32)
 #define TAPS(ks) ((ks)->taps_f32)
 #define TAPDOT(ks) ((ks)->tapdot_f32)
+#define STREAM(ks) ((ks)->stream_f32)
 #include "conv_template.h"

@@ -39,6 +39,8 @@ static inline __m256i avx2_mask64(int64_t r)
 #define AXPY_NAME axpy_avx2_f32
 #define TAPS_NAME taps_avx2_f32
 #define TAPDOT_NAME tapdot_avx2_f32
+#define STREAM_NAME stream_avx2_f32
+#define VSTREAM _mm256_stream_ps
 #include "kernel_template.h"
 #undef NV
 #undef KERNEL_NAME
@@ -46,6 +48,8 @@ static inline __m256i avx2_mask64(int64_t r)
 #undef AXPY_NAME
 #undef TAPS_NAME
 #undef TAPDOT_NAME
+#undef STREAM_NAME
+#undef VSTREAM
 #undef REAL
 #undef VEC
 #undef VLEN
@@ -82,6 +86,8 @@ static inline __m256i avx2_mask64(int64_t r)
 #define AXPY_NAME axpy_avx2_f64
 #define TAPS_NAME taps_avx2_f64
 #define TAPDOT_NAME tapdot_avx2_f64
+#define STREAM_NAME stream_avx2_f64
+#define VSTREAM _mm256_stream_pd
 #include "kernel_template.h"
 #undef NV
 #undef KERNEL_NAME
@@ -89,6 +95,8 @@ static inline __m256i avx2_mask64(int64_t r)
 #undef AXPY_NAME
 #undef TAPS_NAME
 #undef TAPDOT_NAME
+#undef STREAM_NAME
+#undef VSTREAM
 #undef REAL
 #undef VEC
 #undef VLEN
@@ -102,6 +110,8 @@ static inline __m256i avx2_mask64(int64_t r)
 #undef VFMA
 #undef VADD
 
+static void stream_fence_avx2(void) { _mm_sfence(); }
+
 const ptc_kernel_set ptc_kernels_avx2 = {
     "avx2",
     6, 8, 2, {kernel_avx2_f32_1, kernel_avx2_f32_2},
@@ -111,4 +121,5 @@ const ptc_kernel_set ptc_kernels_avx2 = {
     DMR, DNR, dot_avx2_f32, dot_avx2_f64,
     axpy_avx2_f32, axpy_avx2_f64,
     taps_avx2_f32, taps_avx2_f64, tapdot_avx2_f32, tapdot_avx2_f64,
+    stream_avx2_f32, stream_avx2_f64, stream_fence_avx2,
 };

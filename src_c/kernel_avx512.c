@@ -36,6 +36,8 @@
 #define AXPY_NAME axpy_avx512_f32
 #define TAPS_NAME taps_avx512_f32
 #define TAPDOT_NAME tapdot_avx512_f32
+#define STREAM_NAME stream_avx512_f32
+#define VSTREAM _mm512_stream_ps
 #include "kernel_template.h"
 #undef NV
 #undef KERNEL_NAME
@@ -43,6 +45,8 @@
 #undef AXPY_NAME
 #undef TAPS_NAME
 #undef TAPDOT_NAME
+#undef STREAM_NAME
+#undef VSTREAM
 #undef REAL
 #undef VEC
 #undef VLEN
@@ -84,6 +88,8 @@
 #define AXPY_NAME axpy_avx512_f64
 #define TAPS_NAME taps_avx512_f64
 #define TAPDOT_NAME tapdot_avx512_f64
+#define STREAM_NAME stream_avx512_f64
+#define VSTREAM _mm512_stream_pd
 #include "kernel_template.h"
 #undef NV
 #undef KERNEL_NAME
@@ -91,6 +97,8 @@
 #undef AXPY_NAME
 #undef TAPS_NAME
 #undef TAPDOT_NAME
+#undef STREAM_NAME
+#undef VSTREAM
 #undef REAL
 #undef VEC
 #undef VLEN
@@ -104,6 +112,8 @@
 #undef VFMA
 #undef VADD
 
+static void stream_fence_avx512(void) { _mm_sfence(); }
+
 const ptc_kernel_set ptc_kernels_avx512 = {
     "avx512",
     8, 16, 3, {kernel_avx512_f32_1, kernel_avx512_f32_2, kernel_avx512_f32_3},
@@ -113,4 +123,5 @@ const ptc_kernel_set ptc_kernels_avx512 = {
     DMR, DNR, dot_avx512_f32, dot_avx512_f64,
     axpy_avx512_f32, axpy_avx512_f64,
     taps_avx512_f32, taps_avx512_f64, tapdot_avx512_f32, tapdot_avx512_f64,
+    stream_avx512_f32, stream_avx512_f64, stream_fence_avx512,
 };

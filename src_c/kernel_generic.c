@@ -60,6 +60,8 @@
 #define AXPY_NAME axpy_generic_f32
 #define TAPS_NAME taps_generic_f32
 #define TAPDOT_NAME tapdot_generic_f32
+#define STREAM_NAME stream_generic_f32
+#define VSTREAM(p, v) (*(p) = (v))
 #include "kernel_template.h"
 #undef NV
 #undef KERNEL_NAME
@@ -67,6 +69,8 @@
 #undef AXPY_NAME
 #undef TAPS_NAME
 #undef TAPDOT_NAME
+#undef STREAM_NAME
+#undef VSTREAM
 #undef REAL
 #undef VEC
 #undef VLEN
@@ -133,6 +137,8 @@
 #define AXPY_NAME axpy_generic_f64
 #define TAPS_NAME taps_generic_f64
 #define TAPDOT_NAME tapdot_generic_f64
+#define STREAM_NAME stream_generic_f64
+#define VSTREAM(p, v) (*(p) = (v))
 #include "kernel_template.h"
 #undef NV
 #undef KERNEL_NAME
@@ -140,6 +146,8 @@
 #undef AXPY_NAME
 #undef TAPS_NAME
 #undef TAPDOT_NAME
+#undef STREAM_NAME
+#undef VSTREAM
 #undef REAL
 #undef VEC
 #undef VLEN
@@ -153,6 +161,9 @@
 #undef VFMA
 #undef VADD
 
+/* Ordinary stores: nothing to order. */
+static void stream_fence_generic(void) {}
+
 const ptc_kernel_set ptc_kernels_generic = {
     "generic",
     4, 1, 8, {kernel_generic_f32_1, kernel_generic_f32_2, kernel_generic_f32_3, kernel_generic_f32_4, kernel_generic_f32_5, kernel_generic_f32_6, kernel_generic_f32_7, kernel_generic_f32_8},
@@ -162,4 +173,5 @@ const ptc_kernel_set ptc_kernels_generic = {
     DMR, DNR, dot_generic_f32, dot_generic_f64,
     axpy_generic_f32, axpy_generic_f64,
     taps_generic_f32, taps_generic_f64, tapdot_generic_f32, tapdot_generic_f64,
+    stream_generic_f32, stream_generic_f64, stream_fence_generic,
 };

@@ -2,7 +2,8 @@
  *   KERNEL_NAME, DOT_NAME (optional), REAL, VEC, VLEN (elements per vector), NV (vectors
  *   per row), MR (rows), DMR x DNR (the dot kernel's tile), VLOAD, VSTORE,
  *   VLOADN / VSTOREN (the first r lanes; a load zeroes the others), VSET1,
- *   VZERO, VFMA(a, b, c) = a * b + c, VADD.
+ *   VZERO, VFMA(a, b, c) = a * b + c, VADD, and with STREAM_NAME VSTREAM (a
+ *   non-temporal store to an aligned address).
  * NR = NV * VLEN. Accumulator tiles live in registers. KERNEL_NAME_rows is the
  * same kernel reading B row k at b_rows[k] + boff (implicit GEMM: rows of the
  * padded input, no unfolded copy). */
@@ -215,6 +216,26 @@ static void TAPDOT_NAME(int64_t n, int64_t ntaps, const REAL *const *src, const 
 }
 #undef TAPS_U
 #undef TAPDOT_MAX
+#endif
+
+#ifdef STREAM_NAME
+/* dst[i] = src[i] for i < n: the whole 64-byte lines of dst with VSTREAM,
+ * non-temporal stores, which neither read the line first nor keep it in the
+ * caches; the partial lines at either end (all of dst if its elements are
+ * not aligned) with ordinary stores. For outputs far larger than the caches,
+ * whose lines would otherwise each be read in, written, and evicted. */
+static void STREAM_NAME(int64_t n, const REAL *src, REAL *dst)
+{
+    const int64_t line = 64 / (int64_t)sizeof(REAL);
+    int64_t head = (int64_t)((64 - (uintptr_t)dst % 64) % 64);
+    int64_t i = head % (int64_t)sizeof(REAL) ? n : head / (int64_t)sizeof(REAL);
+    if (i > n) i = n;
+    for (int64_t j = 0; j < i; j++) dst[j] = src[j];
+    for (; i + line <= n; i += line)
+#pragma GCC unroll 16
+        for (int64_t v = 0; v < line; v += VLEN) VSTREAM(dst + i + v, VLOAD(src + i + v));
+    for (; i < n; i++) dst[i] = src[i];
+}
 #endif
 
 #undef NR

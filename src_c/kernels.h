@@ -58,6 +58,12 @@ typedef void (*ptc_tapdot_f32_fn)(int64_t n, int64_t ntaps, const float *const *
 typedef void (*ptc_tapdot_f64_fn)(int64_t n, int64_t ntaps, const double *const *src,
                                   const double *dy, double *const *acc);
 
+/* dst[i] = src[i] for i < n, with non-temporal stores for the whole 64-byte
+ * lines of dst (kernel_template.h); stream_fence orders them before others
+ * read dst. */
+typedef void (*ptc_stream_f32_fn)(int64_t n, const float *src, float *dst);
+typedef void (*ptc_stream_f64_fn)(int64_t n, const double *src, double *dst);
+
 #define PTC_MAX_NV 8
 
 /* One ISA's kernels. f32[v - 1] computes a tile of mr_f32 rows and
@@ -81,6 +87,9 @@ typedef struct {
     ptc_taps_f64_fn taps_f64;
     ptc_tapdot_f32_fn tapdot_f32;
     ptc_tapdot_f64_fn tapdot_f64;
+    ptc_stream_f32_fn stream_f32;
+    ptc_stream_f64_fn stream_f64;
+    void (*stream_fence)(void);
 } ptc_kernel_set;
 
 extern const ptc_kernel_set ptc_kernels_generic;

@@ -131,6 +131,16 @@ def test_conv_paths(name, dtype, restore_threads):
     assert_close(dx, ref_dx, reference.backward_data(problem, abs(g64), abs(w64)), dtype, name + " dx")
     assert_close(dw, ref_dw, reference.backward_filter(problem, abs(x64), abs(g64)), dtype, name + " dw")
 
+    # Into memory full of NaN: every element of each result is written.
+    for call, args, expected in (
+        (_core.forward, (x, w, bias), y),
+        (_core.backward_data, (g, w), dx),
+        (_core.backward_filter, (x, g), dw),
+    ):
+        into = np.full(expected.shape, np.nan, dtype=dtype)
+        call(problem, *args, into)
+        assert into.tobytes() == expected.tobytes(), call.__name__
+
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name", list(TRANSPOSED_PATHS))
@@ -184,3 +194,35 @@ def test_shifted_weight_gradient_keeps_inf_and_nan_where_they_belong():
     assert np.array_equal(np.isinf(dw), np.isinf(ref))
     finite = np.isfinite(ref)
     assert np.allclose(dw[finite], ref[finite], rtol=1e-12, atol=1e-12)
+
+
+# Transposed outputs of 8 MiB and more whose windows tile them exactly leave
+# through the streaming stores, staged into whole lines: rows of 16, 12 (lines
+# shared by two rows) and 64 elements, and 1-d rows longer than the stage.
+STREAMED = {
+    "4d rows of 16": ((1, 4, 8, 8, 8, 8), (4, 16, 2, 2, 2, 2), np.float64),
+    "5d rows of 12": ((1, 3, 6, 6, 6, 6, 6), (3, 5, 2, 2, 2, 2, 2), np.float64),
+    "2d rows of 64": ((8, 8, 32, 32), (8, 64, 2, 2), np.float32),
+    "1d rows past the stage": ((1, 3, 65536), (3, 8, 2), np.float64),
+}
+
+
+@pytest.mark.parametrize("name", list(STREAMED))
+def test_streamed_depth_to_space(name, restore_threads):
+    t_shape, w_shape, dtype = STREAMED[name]
+    rng = np.random.default_rng(len(name) + 200)
+    t = rng.standard_normal(t_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    y = _on_threads(lambda: pytconv.conv_transpose(t, w, stride=2))
+    assert y.nbytes >= 8 << 20
+    t64, w64 = t.astype(np.float64), w.astype(np.float64)
+    ref = reference.conv_transpose(t64, w64, stride=2)
+    assert_close(y, ref, reference.conv_transpose(abs(t64), abs(w64), stride=2), dtype, name)
+    # Into NaN-filled memory starting one element past a cache line: partial
+    # lines at every row's ends, stored in the ordinary way.
+    problem = transposed_problem("test", t.shape, w.shape, stride=2)
+    raw = np.full(y.size + 64, np.nan, dtype=dtype)
+    start = (-raw.ctypes.data % 64) // raw.itemsize + 1
+    into = raw[start : start + y.size].reshape(y.shape)
+    _core.backward_data(problem, t, w, into)
+    assert into.tobytes() == y.tobytes()
