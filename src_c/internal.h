@@ -6,6 +6,13 @@
 
 #include <stdatomic.h>
 
+/* A hint to fetch the line at p into the caches; no fault if p is invalid. */
+#if defined(__GNUC__) || defined(__clang__)
+#define PTC_PREFETCH(p) __builtin_prefetch(p)
+#else
+#define PTC_PREFETCH(p) ((void)(p))
+#endif
+
 /* ---- geometry shared by every driver (type independent) ---------------- */
 
 /* Precomputed, read-only description of a zero-padded problem. */
@@ -24,6 +31,11 @@ typedef struct {
      * offset of the outer dimensions' displacement, sum_{d<last} koff * in_stride. */
     int64_t *shift, *last_lo, *last_hi, *outer_delta;
     int64_t koff_max[PTC_MAX_NDIM]; /* dilation * (kernel - 1) */
+    /* The windows lie side by side, none overlapping or leaving a gap, all
+     * inside the input (kernel == stride, consecutive taps, no padding: 2x2
+     * stride-2 downsampling and its N-d kin); tiled_exactly: and they cover
+     * the whole input. */
+    int tiled, tiled_exactly;
 } ptc_geometry;
 
 ptc_status ptc_geometry_init(ptc_geometry *g, const ptc_problem *p);

@@ -95,7 +95,15 @@ ptc_status ptc_geometry_init(ptc_geometry *g, const ptc_problem *p)
     g->last_lo = g->shift + kv;
     g->last_hi = g->last_lo + kv;
     g->outer_delta = g->last_hi + kv;
-    for (int d = 0; d < nd; d++) g->koff_max[d] = p->dilation[d] * (p->kernel[d] - 1);
+    g->tiled = g->tiled_exactly = 1;
+    for (int d = 0; d < nd; d++) {
+        g->koff_max[d] = p->dilation[d] * (p->kernel[d] - 1);
+        /* (dilated taps leave gaps: kernel 2 at dilation 2 reaches 0 and 2 of 3) */
+        g->tiled &= p->stride[d] == p->kernel[d] && (p->kernel[d] == 1 || p->dilation[d] == 1) &&
+                    p->pad_low[d] == 0 && p->out_size[d] * p->stride[d] <= p->in_size[d];
+        g->tiled_exactly &= p->out_size[d] * p->stride[d] == p->in_size[d];
+    }
+    g->tiled_exactly &= g->tiled;
     int last = nd - 1;
     int64_t s = p->stride[last];
     /* Kernel offsets in row-major order of the kernel's dimensions, the order

@@ -44,6 +44,15 @@ CONV_PATHS = {
     # kernel 2, stride 2 along the last dimension: pairs of offsets unfolded from one run
     "k2 s2 3d": ((2, 3, 6, 8, 10), (4, 3, 2, 2, 2), dict(stride=2)),
     "k2 s2 odd sizes padded": ((1, 2, 5, 7, 9), (3, 2, 2, 2, 2), dict(stride=2, padding=1)),
+    # windows that tile the input (kernel == stride, no padding): unfolded in
+    # address order, with offsets of the last dimension 1, 2, 3 and 4 wide,
+    # input left over past the last window, and k-blocks that split channels
+    "tiled k3 s3 leftover": ((1, 4, 10, 11), (5, 4, 3, 3), dict(stride=3)),
+    "tiled k(1,2)": ((2, 3, 5, 8), (4, 3, 1, 2), dict(stride=(1, 2))),
+    "tiled 3d blocks split channels": ((1, 45, 4, 4, 6), (6, 45, 2, 2, 2), dict(stride=2)),
+    "tiled 1d k4 leftover": ((2, 3, 30), (2, 3, 4), dict(stride=4)),
+    "tiled k(2,1)": ((1, 5, 6, 7), (3, 5, 2, 1), dict(stride=(2, 1))),
+    "tiled k(3,2) blocks at odd offsets": ((1, 59, 6, 8), (4, 59, 3, 2), dict(stride=(3, 2))),
     # direct depthwise (one input channel per group): rows longer than a
     # register block, between one vector and a block, narrower than a vector
     "depthwise 2d": ((2, 6, 9, 70), (6, 1, 3, 3), dict(padding=1, groups=6)),
