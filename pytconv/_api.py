@@ -16,6 +16,8 @@ CuPy arrays are computed on the GPU by pytconv.gpu with the same Problem.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _args
@@ -46,7 +48,7 @@ def _empty(shape, dtype):
     line, and its streaming stores (large transposed outputs) need whole lines.
     NumPy aligns its data to 16 bytes only."""
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     if nbytes < _ALIGN_FROM:
         return np.empty(shape, dtype=dtype)
     raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
