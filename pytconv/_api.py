@@ -38,22 +38,20 @@ __all__ = [
 ]
 
 
-_ALIGN = 64  # bytes: a cache line, and an AVX-512 vector
-_ALIGN_FROM = 65536  # bytes: smaller results take np.empty as it comes
+_POOL_FROM = 65536  # bytes: smaller results take np.empty as it comes
 
 
 def _empty(shape, dtype):
-    """An uninitialised C-contiguous array whose data starts on a cache line,
-    as PyTorch's allocator gives: the core's vector stores then never split a
-    line, and its streaming stores (large transposed outputs) need whole lines.
-    NumPy aligns its data to 16 bytes only."""
+    """An uninitialised C-contiguous array for a result. From 64 KiB, its
+    memory comes from the core's pool of released results (no page faults
+    when calls repeat) and starts on a cache line, as PyTorch's does (NumPy
+    aligns to 16 bytes): the core's vector stores then never split a line,
+    and its streaming stores need whole lines."""
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes < _ALIGN_FROM:
+    if nbytes < _POOL_FROM:
         return np.empty(shape, dtype=dtype)
-    raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
-    start = -raw.ctypes.data % _ALIGN
-    return raw[start : start + nbytes].view(dtype).reshape(shape)
+    return _core.empty(shape, dtype, nbytes)
 
 
 class _NumPyBackend:

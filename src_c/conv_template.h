@@ -711,12 +711,14 @@ static ptc_status FN(backward_data_zero_padded)(const ptc_problem *p, const REAL
     job.assign = g.tiled_exactly;
     /* A dx well beyond the last-level cache would pass through it only to be
      * evicted: stream it, through a staging buffer of STAGE_ELEMS. Not where
-     * its rows are a cache line or shorter: staging them costs more than the
-     * streaming saves (2 threads, C driver: 4-d and 5-d float32 upsampling,
-     * rows of 64 and 48 bytes, 10% and 25% slower streamed; 5-d float64, rows
-     * of 96 bytes, 18% faster, 2-d and 3-d rows of 256 bytes 10-17%). */
+     * its rows are shorter than a cache line: staging them costs more than
+     * the streaming saves (5-d float32 upsampling, rows of 48 bytes: 25%
+     * slower on 2 threads with dx in the cache, 5% faster with it cold). Rows
+     * of one line break even with dx in the cache and gain 15-25% with it
+     * cold, as it is in practice (4-d float32); longer ones gain either way
+     * (5-d float64, rows of 96 bytes: 18%; 2-d and 3-d, 256 bytes: 10-17%). */
     int64_t row_bytes = p->in_size[p->ndim - 1] * (int64_t)sizeof(REAL);
-    job.stream = job.assign && row_bytes > 64 &&
+    job.stream = job.assign && row_bytes >= 64 &&
                  (double)p->batch * (double)p->in_channels * (double)g.in_spatial *
                          sizeof(REAL) >= STREAM_BYTES;
     if (job.stream) job.b_elems = job.b_elems > STAGE_ELEMS ? job.b_elems : STAGE_ELEMS;

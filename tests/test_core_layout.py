@@ -313,3 +313,40 @@ def _reference(fn, args, kw):
         raise AssertionError(fn)
 
     return compute(args), compute([absolute(a) for a in args])
+
+
+# ---- memory of results ------------------------------------------------------------
+
+
+def test_large_results_are_aligned_writable_arrays_from_a_bounded_pool():
+    from pytconv import _core
+
+    x = np.ones((2, 8, 32, 32))
+    w = np.ones((8, 4, 2, 2))
+    for _ in range(3):
+        y = pytconv.conv_transpose(x, w, stride=2)
+        assert y.shape == (2, 4, 64, 64) and y.dtype == np.float64
+        assert y.flags.c_contiguous and y.flags.writeable and y.flags.aligned
+        assert y.ctypes.data % 64 == 0
+        np.testing.assert_array_equal(y, 8.0)
+        y += 1  # an ordinary array
+        np.testing.assert_array_equal(y, 9.0)
+        del y
+    # Many results of many sizes released: at most 4 blocks, 256 MiB, kept.
+    for n in range(1, 40):
+        z = pytconv.conv_transpose(np.ones((1, 1, 64 * n, 32)), np.ones((1, 1, 2, 2)), stride=2)
+        del z
+    assert 0 < _core.pooled_bytes() <= 256 << 20
+
+
+def test_a_view_keeps_a_released_result_memory():
+    """Memory goes back to the pool only when no array uses it."""
+    x = np.ones((1, 4, 64, 64))
+    w = np.ones((4, 4, 2, 2))
+    y = pytconv.conv_transpose(x, w, stride=2)
+    view = y[0, 1]
+    del y
+    again = pytconv.conv_transpose(2 * x, w, stride=2)  # same size: would take the block
+    np.testing.assert_array_equal(view, 4.0)
+    np.testing.assert_array_equal(again, 8.0)
+    assert not np.shares_memory(view, again)
