@@ -14,4 +14,5 @@
 #define TAPS(ks) ((ks)->taps_f64)
 #define TAPDOT(ks) ((ks)->tapdot_f64)
 #define STREAM(ks) ((ks)->stream_f64)
+#define ZIP(ks) ((ks)->zip_f64)
 #include "conv_template.h"

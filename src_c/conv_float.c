@@ -14,4 +14,5 @@
 #define TAPS(ks) ((ks)->taps_f32)
 #define TAPDOT(ks) ((ks)->tapdot_f32)
 #define STREAM(ks) ((ks)->stream_f32)
+#define ZIP(ks) ((ks)->zip_f32)
 #include "conv_template.h"

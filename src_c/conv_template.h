@@ -162,9 +162,9 @@ static inline void FN(fold_row)(REAL *restrict x, const REAL *restrict m, int64_
  * through `stage` (NULL: stored in place), leave as whole lines with
  * streaming stores, none read in first (the 4-d store phase: 0.6 ms instead
  * of 2.4 on one core). */
-static inline void FN(tiled_rows)(const ptc_geometry *g, REAL *xg, int to_x, int64_t k0,
-                                  int64_t kc, const ptc_segment *segs, int64_t nseg, REAL *mat,
-                                  int64_t rs, FN(stage) *stage)
+static inline void FN(tiled_rows)(const ptc_geometry *g, const ptc_kernel_set *ks, REAL *xg,
+                                  int to_x, int64_t k0, int64_t kc, const ptc_segment *segs,
+                                  int64_t nseg, REAL *mat, int64_t rs, FN(stage) *stage)
 {
     const ptc_problem *p = g->p;
     int last = g->nd - 1, mid = g->nd - 2;
@@ -174,6 +174,10 @@ static inline void FN(tiled_rows)(const ptc_geometry *g, REAL *xg, int to_x, int
     int64_t nouter = g->kvol / (km * kl); /* offsets of the outer dimensions */
     int64_t chunk = stage ? stage->cap / kl : INT64_MAX; /* positions per staged piece */
     int64_t rowstep = mid >= 0 ? g->in_stride[mid] : 0;   /* x's rows along dimension mid */
+    /* Pairs of offsets interleaved by the kernels' zip, which streams rows of
+     * whole lines itself (each starts on a line when x does): no staging. */
+    int zip = to_x && kl == 2;
+    int zip_streams = zip && stage && (p->in_size[last] * (int64_t)sizeof(REAL)) % 64 == 0;
     for (int64_t c = k0 / g->kvol; c * g->kvol < k0 + kc; c++) {
         REAL *xc = xg + c * g->in_spatial;
         REAL *matc = mat + (c * g->kvol - k0) * rs; /* row q of channel c */
@@ -208,6 +212,8 @@ static inline void FN(tiled_rows)(const ptc_geometry *g, REAL *xg, int to_x, int
                             for (int64_t b = 0; b < len * kl * (int64_t)sizeof(REAL); b += 64)
                                 PTC_PREFETCH(ahead + b);
                             FN(unfold_row)(m, rs, row, kl, len);
+                        } else if (zip && (zip_streams || !stage)) {
+                            ZIP(ks)(len, m, m + rs, row, zip_streams);
                         } else if (!stage) {
                             FN(fold_row)(row, m, rs, kl, len);
                         } else {
@@ -229,14 +235,14 @@ static inline void FN(tiled_rows)(const ptc_geometry *g, REAL *xg, int to_x, int
 static void FN(space_to_depth)(const ptc_geometry *g, const REAL *xg, int64_t k0, int64_t kc,
                                const ptc_segment *segs, int64_t nseg, REAL *dst, int64_t rs)
 {
-    FN(tiled_rows)(g, (REAL *)xg, 0, k0, kc, segs, nseg, dst, rs, NULL); /* reads xg */
+    FN(tiled_rows)(g, NULL, (REAL *)xg, 0, k0, kc, segs, nseg, dst, rs, NULL); /* reads xg */
 }
 
-static void FN(depth_to_space)(const ptc_geometry *g, REAL *dxg, int64_t k0, int64_t kc,
-                               const ptc_segment *segs, int64_t nseg, const REAL *src,
-                               int64_t rs, FN(stage) *stage)
+static void FN(depth_to_space)(const ptc_geometry *g, const ptc_kernel_set *ks, REAL *dxg,
+                               int64_t k0, int64_t kc, const ptc_segment *segs, int64_t nseg,
+                               const REAL *src, int64_t rs, FN(stage) *stage)
 {
-    FN(tiled_rows)(g, dxg, 1, k0, kc, segs, nseg, (REAL *)src, rs, stage); /* reads src */
+    FN(tiled_rows)(g, ks, dxg, 1, k0, kc, segs, nseg, (REAL *)src, rs, stage); /* reads src */
 }
 
 /* Rows k0..k0+kc-1 of the unfolded patches of one image and group, for the
@@ -616,7 +622,7 @@ static ptc_status FN(backward_data_task)(void *vjob, int64_t t, int tid, ptc_par
         if (job->assign) {
             /* buf_b, free once the tile's products are done, stages the rows */
             FN(stage) stage = {job->ks, s->buf_b, job->b_elems, 0, NULL};
-            FN(depth_to_space)(g, dxg, r0, rows, s->segs, nseg, s->buf_c, job->ldc,
+            FN(depth_to_space)(g, job->ks, dxg, r0, rows, s->segs, nseg, s->buf_c, job->ldc,
                                job->stream ? &stage : NULL);
         } else {
             FN(col2im)(g, dxg, r0, rows, s->segs, nseg, s->buf_c, job->ldc);

@@ -40,6 +40,9 @@ static inline __m256i avx2_mask64(int64_t r)
 #define TAPS_NAME taps_avx2_f32
 #define TAPDOT_NAME tapdot_avx2_f32
 #define STREAM_NAME stream_avx2_f32
+#define ZIP_NAME zip_avx2_f32
+#define VZIPLO(a, b) _mm256_permute2f128_ps(_mm256_unpacklo_ps((a), (b)), _mm256_unpackhi_ps((a), (b)), 0x20)
+#define VZIPHI(a, b) _mm256_permute2f128_ps(_mm256_unpacklo_ps((a), (b)), _mm256_unpackhi_ps((a), (b)), 0x31)
 #define VSTREAM _mm256_stream_ps
 #include "kernel_template.h"
 #undef NV
@@ -49,6 +52,9 @@ static inline __m256i avx2_mask64(int64_t r)
 #undef TAPS_NAME
 #undef TAPDOT_NAME
 #undef STREAM_NAME
+#undef ZIP_NAME
+#undef VZIPLO
+#undef VZIPHI
 #undef VSTREAM
 #undef REAL
 #undef VEC
@@ -87,6 +93,9 @@ static inline __m256i avx2_mask64(int64_t r)
 #define TAPS_NAME taps_avx2_f64
 #define TAPDOT_NAME tapdot_avx2_f64
 #define STREAM_NAME stream_avx2_f64
+#define ZIP_NAME zip_avx2_f64
+#define VZIPLO(a, b) _mm256_permute2f128_pd(_mm256_unpacklo_pd((a), (b)), _mm256_unpackhi_pd((a), (b)), 0x20)
+#define VZIPHI(a, b) _mm256_permute2f128_pd(_mm256_unpacklo_pd((a), (b)), _mm256_unpackhi_pd((a), (b)), 0x31)
 #define VSTREAM _mm256_stream_pd
 #include "kernel_template.h"
 #undef NV
@@ -96,6 +105,9 @@ static inline __m256i avx2_mask64(int64_t r)
 #undef TAPS_NAME
 #undef TAPDOT_NAME
 #undef STREAM_NAME
+#undef ZIP_NAME
+#undef VZIPLO
+#undef VZIPHI
 #undef VSTREAM
 #undef REAL
 #undef VEC
@@ -121,5 +133,5 @@ const ptc_kernel_set ptc_kernels_avx2 = {
     DMR, DNR, dot_avx2_f32, dot_avx2_f64,
     axpy_avx2_f32, axpy_avx2_f64,
     taps_avx2_f32, taps_avx2_f64, tapdot_avx2_f32, tapdot_avx2_f64,
-    stream_avx2_f32, stream_avx2_f64, stream_fence_avx2,
+    stream_avx2_f32, stream_avx2_f64, zip_avx2_f32, zip_avx2_f64, stream_fence_avx2,
 };

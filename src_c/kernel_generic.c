@@ -13,8 +13,8 @@
 #define MR 4
 #define VLOAD(p) (*(p))
 #define VSTORE(p, v) (*(p) = (v))
-#define VLOADN(p, r) ((r) ? *(p) : 0) /* one lane: r is 0 or 1 */
-#define VSTOREN(p, r, v) ((r) ? (void)(*(p) = (v)) : (void)0)
+#define VLOADN(p, r) ((r) != 0 ? *(p) : 0) /* one lane: r is 0 or 1 */
+#define VSTOREN(p, r, v) ((r) != 0 ? (void)(*(p) = (v)) : (void)0)
 #define VSET1(x) (x)
 #define VZERO 0.0f
 #define VFMA(a, b, c) ((a) * (b) + (c))
@@ -61,6 +61,9 @@
 #define TAPS_NAME taps_generic_f32
 #define TAPDOT_NAME tapdot_generic_f32
 #define STREAM_NAME stream_generic_f32
+#define ZIP_NAME zip_generic_f32
+#define VZIPLO(a, b) (a)
+#define VZIPHI(a, b) (b)
 #define VSTREAM(p, v) (*(p) = (v))
 #include "kernel_template.h"
 #undef NV
@@ -70,6 +73,9 @@
 #undef TAPS_NAME
 #undef TAPDOT_NAME
 #undef STREAM_NAME
+#undef ZIP_NAME
+#undef VZIPLO
+#undef VZIPHI
 #undef VSTREAM
 #undef REAL
 #undef VEC
@@ -90,8 +96,8 @@
 #define MR 4
 #define VLOAD(p) (*(p))
 #define VSTORE(p, v) (*(p) = (v))
-#define VLOADN(p, r) ((r) ? *(p) : 0) /* one lane: r is 0 or 1 */
-#define VSTOREN(p, r, v) ((r) ? (void)(*(p) = (v)) : (void)0)
+#define VLOADN(p, r) ((r) != 0 ? *(p) : 0) /* one lane: r is 0 or 1 */
+#define VSTOREN(p, r, v) ((r) != 0 ? (void)(*(p) = (v)) : (void)0)
 #define VSET1(x) (x)
 #define VZERO 0.0
 #define VFMA(a, b, c) ((a) * (b) + (c))
@@ -138,6 +144,9 @@
 #define TAPS_NAME taps_generic_f64
 #define TAPDOT_NAME tapdot_generic_f64
 #define STREAM_NAME stream_generic_f64
+#define ZIP_NAME zip_generic_f64
+#define VZIPLO(a, b) (a)
+#define VZIPHI(a, b) (b)
 #define VSTREAM(p, v) (*(p) = (v))
 #include "kernel_template.h"
 #undef NV
@@ -147,6 +156,9 @@
 #undef TAPS_NAME
 #undef TAPDOT_NAME
 #undef STREAM_NAME
+#undef ZIP_NAME
+#undef VZIPLO
+#undef VZIPHI
 #undef VSTREAM
 #undef REAL
 #undef VEC
@@ -173,5 +185,5 @@ const ptc_kernel_set ptc_kernels_generic = {
     DMR, DNR, dot_generic_f32, dot_generic_f64,
     axpy_generic_f32, axpy_generic_f64,
     taps_generic_f32, taps_generic_f64, tapdot_generic_f32, tapdot_generic_f64,
-    stream_generic_f32, stream_generic_f64, stream_fence_generic,
+    stream_generic_f32, stream_generic_f64, zip_generic_f32, zip_generic_f64, stream_fence_generic,
 };

@@ -2,8 +2,9 @@
  *   KERNEL_NAME, DOT_NAME (optional), REAL, VEC, VLEN (elements per vector), NV (vectors
  *   per row), MR (rows), DMR x DNR (the dot kernel's tile), VLOAD, VSTORE,
  *   VLOADN / VSTOREN (the first r lanes; a load zeroes the others), VSET1,
- *   VZERO, VFMA(a, b, c) = a * b + c, VADD, and with STREAM_NAME VSTREAM (a
- *   non-temporal store to an aligned address).
+ *   VZERO, VFMA(a, b, c) = a * b + c, VADD, with STREAM_NAME VSTREAM (a
+ *   non-temporal store to an aligned address), with ZIP_NAME VZIPLO / VZIPHI
+ *   (the first and second halves of the lanes of a and b interleaved).
  * NR = NV * VLEN. Accumulator tiles live in registers. KERNEL_NAME_rows is the
  * same kernel reading B row k at b_rows[k] + boff (implicit GEMM: rows of the
  * padded input, no unfolded copy). */
@@ -235,6 +236,44 @@ static void STREAM_NAME(int64_t n, const REAL *src, REAL *dst)
 #pragma GCC unroll 16
         for (int64_t v = 0; v < line; v += VLEN) VSTREAM(dst + i + v, VLOAD(src + i + v));
     for (; i < n; i++) dst[i] = src[i];
+}
+#endif
+
+#ifdef ZIP_NAME
+/* dst[2j] = a[j], dst[2j + 1] = b[j] for j < n: two rows interleaved (the
+ * last dimension's two kernel offsets of a 2x2 stride-2 upsampling), VLEN
+ * positions at a time into two vectors, VZIPLO and VZIPHI. With `stream`
+ * and dst on a 64-byte line, the vectors go out with VSTREAM: each line
+ * written whole, none read first. */
+static void ZIP_NAME(int64_t n, const REAL *a, const REAL *b, REAL *dst, int stream)
+{
+    int64_t j = 0;
+    if (stream && (uintptr_t)dst % 64 == 0)
+        for (; j + VLEN <= n; j += VLEN) {
+            VEC va = VLOAD(a + j), vb = VLOAD(b + j);
+            VSTREAM(dst + 2 * j, VZIPLO(va, vb));
+            VSTREAM(dst + 2 * j + VLEN, VZIPHI(va, vb));
+        }
+    else
+        for (; j + VLEN <= n; j += VLEN) {
+            VEC va = VLOAD(a + j), vb = VLOAD(b + j);
+            VSTORE(dst + 2 * j, VZIPLO(va, vb));
+            VSTORE(dst + 2 * j + VLEN, VZIPHI(va, vb));
+        }
+    if (j < n) { /* r < VLEN positions left: masked, so that short rows stay vectors */
+        int64_t r = n - j;
+        VEC va = VLOADN(a + j, r), vb = VLOADN(b + j, r);
+        VEC lo = VZIPLO(va, vb), hi = VZIPHI(va, vb);
+        if (2 * r >= VLEN) {
+            if (stream && (uintptr_t)(dst + 2 * j) % 64 == 0)
+                VSTREAM(dst + 2 * j, lo);
+            else
+                VSTORE(dst + 2 * j, lo);
+            if (2 * r > VLEN) VSTOREN(dst + 2 * j + VLEN, 2 * r - VLEN, hi);
+        } else {
+            VSTOREN(dst + 2 * j, 2 * r, lo);
+        }
+    }
 }
 #endif
 

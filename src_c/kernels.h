@@ -63,6 +63,11 @@ typedef void (*ptc_tapdot_f64_fn)(int64_t n, int64_t ntaps, const double *const 
  * read dst. */
 typedef void (*ptc_stream_f32_fn)(int64_t n, const float *src, float *dst);
 typedef void (*ptc_stream_f64_fn)(int64_t n, const double *src, double *dst);
+/* dst[2j] = a[j], dst[2j + 1] = b[j] for j < n (kernel_template.h); with
+ * `stream` and dst on a 64-byte line, non-temporal stores as above. */
+typedef void (*ptc_zip_f32_fn)(int64_t n, const float *a, const float *b, float *dst, int stream);
+typedef void (*ptc_zip_f64_fn)(int64_t n, const double *a, const double *b, double *dst,
+                               int stream);
 
 #define PTC_MAX_NV 8
 
@@ -89,6 +94,8 @@ typedef struct {
     ptc_tapdot_f64_fn tapdot_f64;
     ptc_stream_f32_fn stream_f32;
     ptc_stream_f64_fn stream_f64;
+    ptc_zip_f32_fn zip_f32;
+    ptc_zip_f64_fn zip_f64;
     void (*stream_fence)(void);
 } ptc_kernel_set;
 

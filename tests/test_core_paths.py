@@ -206,30 +206,36 @@ def test_shifted_weight_gradient_keeps_inf_and_nan_where_they_belong():
 
 
 # Transposed outputs of 8 MiB and more whose windows tile them exactly leave
-# through the streaming stores, staged into whole lines: rows of 16, 12 (lines
-# shared by two rows) and 64 elements, and 1-d rows longer than the stage.
+# through the streaming stores: rows of whole lines straight from the zip
+# kernel (16 and 64 elements, a 1-d row of 2^17), others staged into whole
+# lines (rows of 12, lines shared by two rows; 1-d rows of offsets 3 wide,
+# longer than the stage); and, below 8 MiB, float32 rows of 12 zipped with
+# masked tails.
 STREAMED = {
-    "4d rows of 16": ((1, 4, 8, 8, 8, 8), (4, 16, 2, 2, 2, 2), np.float64),
-    "5d rows of 12": ((1, 3, 6, 6, 6, 6, 6), (3, 5, 2, 2, 2, 2, 2), np.float64),
-    "2d rows of 64": ((8, 8, 32, 32), (8, 64, 2, 2), np.float32),
-    "1d rows past the stage": ((1, 3, 65536), (3, 8, 2), np.float64),
+    "4d rows of 16": ((1, 4, 8, 8, 8, 8), (4, 16, 2, 2, 2, 2), np.float64, 2),
+    "4d float32 rows of 16": ((1, 4, 8, 8, 8, 8), (4, 32, 2, 2, 2, 2), np.float32, 2),
+    "5d rows of 12": ((1, 3, 6, 6, 6, 6, 6), (3, 5, 2, 2, 2, 2, 2), np.float64, 2),
+    "5d float32 rows of 12": ((1, 3, 6, 6, 6, 6, 6), (3, 5, 2, 2, 2, 2, 2), np.float32, 2),
+    "2d rows of 64": ((8, 8, 32, 32), (8, 64, 2, 2), np.float32, 2),
+    "1d one row": ((1, 3, 65536), (3, 8, 2), np.float64, 2),
+    "1d k3 rows past the stage": ((1, 3, 50000), (3, 8, 3), np.float64, 3),
 }
 
 
 @pytest.mark.parametrize("name", list(STREAMED))
 def test_streamed_depth_to_space(name, restore_threads):
-    t_shape, w_shape, dtype = STREAMED[name]
+    t_shape, w_shape, dtype, stride = STREAMED[name]
     rng = np.random.default_rng(len(name) + 200)
     t = rng.standard_normal(t_shape).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)
-    y = _on_threads(lambda: pytconv.conv_transpose(t, w, stride=2))
-    assert y.nbytes >= 8 << 20
+    y = _on_threads(lambda: pytconv.conv_transpose(t, w, stride=stride))
+    assert y.nbytes >= 8 << 20 or "float32 rows of 12" in name
     t64, w64 = t.astype(np.float64), w.astype(np.float64)
-    ref = reference.conv_transpose(t64, w64, stride=2)
-    assert_close(y, ref, reference.conv_transpose(abs(t64), abs(w64), stride=2), dtype, name)
+    ref = reference.conv_transpose(t64, w64, stride=stride)
+    assert_close(y, ref, reference.conv_transpose(abs(t64), abs(w64), stride=stride), dtype, name)
     # Into NaN-filled memory starting one element past a cache line: partial
     # lines at every row's ends, stored in the ordinary way.
-    problem = transposed_problem("test", t.shape, w.shape, stride=2)
+    problem = transposed_problem("test", t.shape, w.shape, stride=stride)
     raw = np.full(y.size + 64, np.nan, dtype=dtype)
     start = (-raw.ctypes.data % 64) // raw.itemsize + 1
     into = raw[start : start + y.size].reshape(y.shape)
