@@ -187,10 +187,28 @@ static inline void FN(tiled_rows)(const ptc_geometry *g, const ptc_kernel_set *k
         for (int64_t s0 = 0, s1; s0 < nseg; s0 = s1) {
             for (s1 = s0 + 1; s1 < nseg && segs[s1].outer / plane_rows == segs[s0].outer / plane_rows;)
                 s1++;
+            /* Whole rows: each offset qm of the next-to-last dimension zips
+             * the run's segments in one call (consecutive columns of mat, rows
+             * of x km apart), into x or, where it is staged, into the stage,
+             * which then holds the run's whole block of x. */
+            int64_t block = (s1 - s0) * km * rowstep;
+            int whole = zip && qa == 0 && qb == g->kvol && segs[s0].o_last == 0 &&
+                        segs[s1 - 1].len == p->out_size[last] &&
+                        (s1 - s0 == 1 || segs[s0].len == p->out_size[last]) &&
+                        (zip_streams || !stage || block <= stage->cap);
             for (int64_t qo = 0; qo < nouter; qo++) {
                 if ((qo + 1) * km * kl <= qa || qo * km * kl >= qb) continue;
                 int64_t q0 = qo * km * kl;
                 REAL *xq = xc + g->outer_delta[q0], *mq = matc + q0 * rs;
+                if (whole) {
+                    int64_t len = segs[s0].len;
+                    REAL *d = xq + segs[s0].base;
+                    if (stage && !zip_streams) d = FN(stage_room)(stage, d, block);
+                    for (int64_t qm = 0; qm < km; qm++)
+                        ZIP(ks)(s1 - s0, len, mq + qm * kl * rs + segs[s0].col, len, rs,
+                                d + qm * rowstep, km * rowstep, zip_streams);
+                    continue;
+                }
                 for (int64_t si = s0; si < s1; si++) {
                     const ptc_segment *sg = &segs[si];
                     int64_t len = sg->len;
@@ -213,7 +231,7 @@ static inline void FN(tiled_rows)(const ptc_geometry *g, const ptc_kernel_set *k
                                 PTC_PREFETCH(ahead + b);
                             FN(unfold_row)(m, rs, row, kl, len);
                         } else if (zip && (zip_streams || !stage)) {
-                            ZIP(ks)(len, m, m + rs, row, zip_streams);
+                            ZIP(ks)(1, len, m, 0, rs, row, 0, zip_streams);
                         } else if (!stage) {
                             FN(fold_row)(row, m, rs, kl, len);
                         } else {

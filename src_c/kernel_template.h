@@ -240,38 +240,45 @@ static void STREAM_NAME(int64_t n, const REAL *src, REAL *dst)
 #endif
 
 #ifdef ZIP_NAME
-/* dst[2j] = a[j], dst[2j + 1] = b[j] for j < n: two rows interleaved (the
- * last dimension's two kernel offsets of a 2x2 stride-2 upsampling), VLEN
- * positions at a time into two vectors, VZIPLO and VZIPHI. With `stream`
- * and dst on a 64-byte line, the vectors go out with VSTREAM: each line
- * written whole, none read first. */
-static void ZIP_NAME(int64_t n, const REAL *a, const REAL *b, REAL *dst, int stream)
+/* For each of `rows` rows i (a_i = a + i * lda, b_i = a_i + boff, d_i = dst +
+ * i * ldd): d_i[2j] = a_i[j], d_i[2j + 1] = b_i[j] for j < n. Two rows
+ * interleaved: the last dimension's two kernel offsets of a 2x2 stride-2
+ * upsampling. VLEN positions at a time make two vectors, VZIPLO and VZIPHI;
+ * a row's last r < VLEN positions are loaded and stored masked, so that rows
+ * shorter than a vector (6 or 8 positions in 5-d and 4-d) stay vectors too,
+ * and many rows per call keep the short ones' latencies overlapping. With
+ * `stream`, a vector that fills a 64-byte line goes out with VSTREAM: the
+ * line written whole, not read first. */
+static void ZIP_NAME(int64_t rows, int64_t n, const REAL *a, int64_t lda, int64_t boff,
+                     REAL *dst, int64_t ldd, int stream)
 {
-    int64_t j = 0;
-    if (stream && (uintptr_t)dst % 64 == 0)
-        for (; j + VLEN <= n; j += VLEN) {
+    int64_t r = n % VLEN, body = n - r;
+    for (int64_t i = 0; i < rows; i++, a += lda, dst += ldd) {
+        const REAL *b = a + boff;
+        int nt = stream && (uintptr_t)dst % 64 == 0;
+        for (int64_t j = 0; j < body; j += VLEN) {
             VEC va = VLOAD(a + j), vb = VLOAD(b + j);
-            VSTREAM(dst + 2 * j, VZIPLO(va, vb));
-            VSTREAM(dst + 2 * j + VLEN, VZIPHI(va, vb));
+            if (nt) {
+                VSTREAM(dst + 2 * j, VZIPLO(va, vb));
+                VSTREAM(dst + 2 * j + VLEN, VZIPHI(va, vb));
+            } else {
+                VSTORE(dst + 2 * j, VZIPLO(va, vb));
+                VSTORE(dst + 2 * j + VLEN, VZIPHI(va, vb));
+            }
         }
-    else
-        for (; j + VLEN <= n; j += VLEN) {
-            VEC va = VLOAD(a + j), vb = VLOAD(b + j);
-            VSTORE(dst + 2 * j, VZIPLO(va, vb));
-            VSTORE(dst + 2 * j + VLEN, VZIPHI(va, vb));
-        }
-    if (j < n) { /* r < VLEN positions left: masked, so that short rows stay vectors */
-        int64_t r = n - j;
-        VEC va = VLOADN(a + j, r), vb = VLOADN(b + j, r);
-        VEC lo = VZIPLO(va, vb), hi = VZIPHI(va, vb);
-        if (2 * r >= VLEN) {
-            if (stream && (uintptr_t)(dst + 2 * j) % 64 == 0)
-                VSTREAM(dst + 2 * j, lo);
-            else
-                VSTORE(dst + 2 * j, lo);
-            if (2 * r > VLEN) VSTOREN(dst + 2 * j + VLEN, 2 * r - VLEN, hi);
-        } else {
-            VSTOREN(dst + 2 * j, 2 * r, lo);
+        if (r) {
+            REAL *d = dst + 2 * body;
+            VEC va = VLOADN(a + body, r), vb = VLOADN(b + body, r);
+            VEC lo = VZIPLO(va, vb), hi = VZIPHI(va, vb);
+            if (2 * r >= VLEN) {
+                if (stream && (uintptr_t)d % 64 == 0)
+                    VSTREAM(d, lo);
+                else
+                    VSTORE(d, lo);
+                if (2 * r > VLEN) VSTOREN(d + VLEN, 2 * r - VLEN, hi);
+            } else {
+                VSTOREN(d, 2 * r, lo);
+            }
         }
     }
 }

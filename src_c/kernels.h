@@ -63,11 +63,12 @@ typedef void (*ptc_tapdot_f64_fn)(int64_t n, int64_t ntaps, const double *const 
  * read dst. */
 typedef void (*ptc_stream_f32_fn)(int64_t n, const float *src, float *dst);
 typedef void (*ptc_stream_f64_fn)(int64_t n, const double *src, double *dst);
-/* dst[2j] = a[j], dst[2j + 1] = b[j] for j < n (kernel_template.h); with
- * `stream` and dst on a 64-byte line, non-temporal stores as above. */
-typedef void (*ptc_zip_f32_fn)(int64_t n, const float *a, const float *b, float *dst, int stream);
-typedef void (*ptc_zip_f64_fn)(int64_t n, const double *a, const double *b, double *dst,
-                               int stream);
+/* Rows of two interleaved rows, dst[2j] = a[j], dst[2j + 1] = a[boff + j]
+ * (kernel_template.h); with `stream`, whole lines stored non-temporally. */
+typedef void (*ptc_zip_f32_fn)(int64_t rows, int64_t n, const float *a, int64_t lda,
+                               int64_t boff, float *dst, int64_t ldd, int stream);
+typedef void (*ptc_zip_f64_fn)(int64_t rows, int64_t n, const double *a, int64_t lda,
+                               int64_t boff, double *dst, int64_t ldd, int stream);
 
 #define PTC_MAX_NV 8
 
