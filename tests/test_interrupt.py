@@ -24,10 +24,14 @@ MAX_LATENCY_S = 1.5
 
 CHILD = textwrap.dedent(
     r"""
-    import json, sys, time
+    import json, signal, sys, time
     import numpy as np
     import pytconv
     from pytconv import reference
+
+    # A shell starting the tests in the background hands its children SIGINT
+    # ignored, and Python then installs no handler of its own: restore it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     op, mode, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if threads:
