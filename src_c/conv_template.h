@@ -158,10 +158,11 @@ static inline void FN(fold_row)(REAL *restrict x, const REAL *restrict m, int64_
  * the next-to-last dimension, each row interleaving the offsets of the last.
  * Such inputs are often far larger than the caches (17 MB for the 4-d cases
  * of the benchmarks). Reading, a fixed distance ahead is prefetched (the 4-d
- * unfolding: 35% faster on one core); writing, the rows follow on and,
- * through `stage` (NULL: stored in place), leave as whole lines with
- * streaming stores, none read in first (the 4-d store phase: 0.6 ms instead
- * of 2.4 on one core). */
+ * unfolding: 35% faster on one core); writing, the rows follow on and leave
+ * as whole lines with streaming stores, none read in first: rows of whole
+ * lines straight from the kernels' zip, others gathered in `stage` (NULL:
+ * nothing streamed). The 4-d float64 transposed convolution: 4.2 -> 2.7 ms
+ * on one core. */
 static inline void FN(tiled_rows)(const ptc_geometry *g, const ptc_kernel_set *ks, REAL *xg,
                                   int to_x, int64_t k0, int64_t kc, const ptc_segment *segs,
                                   int64_t nseg, REAL *mat, int64_t rs, FN(stage) *stage)
@@ -734,12 +735,13 @@ static ptc_status FN(backward_data_zero_padded)(const ptc_problem *p, const REAL
     job.tile_tasks = disjoint ? job.ntiles : 1;
     job.assign = g.tiled_exactly;
     /* A dx well beyond the last-level cache would pass through it only to be
-     * evicted: stream it, through a staging buffer of STAGE_ELEMS. Not where
-     * its rows are shorter than a cache line: staging them costs more than
-     * the streaming saves (5-d float32 upsampling, rows of 48 bytes: 25%
+     * evicted: stream it (rows not of whole lines through a staging buffer of
+     * STAGE_ELEMS). Not where its rows are shorter than a cache line: there
+     * the streaming saved less than the staging cost (measured row by row,
+     * before the zip kernel: 5-d float32 upsampling, rows of 48 bytes, 25%
      * slower on 2 threads with dx in the cache, 5% faster with it cold). Rows
-     * of one line break even with dx in the cache and gain 15-25% with it
-     * cold, as it is in practice (4-d float32); longer ones gain either way
+     * of one line broke even with dx in the cache and gained 15-25% with it
+     * cold, as it is in practice (4-d float32); longer ones gained either way
      * (5-d float64, rows of 96 bytes: 18%; 2-d and 3-d, 256 bytes: 10-17%). */
     int64_t row_bytes = p->in_size[p->ndim - 1] * (int64_t)sizeof(REAL);
     job.stream = job.assign && row_bytes >= 64 &&
