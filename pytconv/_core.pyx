@@ -291,10 +291,20 @@ cdef int _pool_count = 0
 cdef size_t _pool_total = 0
 
 
+cdef void _pool_drop(int k):
+    """Removes entry k from the pool, keeping the others oldest first."""
+    global _pool_count, _pool_total
+    cdef int i
+    _pool_total -= _pool_size[k]
+    _pool_count -= 1
+    for i in range(k, _pool_count):
+        _pool_raw[i] = _pool_raw[i + 1]
+        _pool_size[i] = _pool_size[i + 1]
+
+
 cdef char *_pool_take(size_t nbytes, size_t *size):
     """A block of at least nbytes (+ LINE for alignment), from the pool if one
     fits, else from malloc (NULL if that fails); its size into *size."""
-    global _pool_count, _pool_total
     cdef int i, best = -1
     cdef size_t need = nbytes + LINE
     for i in range(_pool_count):
@@ -309,28 +319,19 @@ cdef char *_pool_take(size_t nbytes, size_t *size):
         return fresh
     cdef char *raw = _pool_raw[best]
     size[0] = _pool_size[best]
-    _pool_total -= _pool_size[best]
-    _pool_count -= 1
-    for i in range(best, _pool_count):
-        _pool_raw[i] = _pool_raw[i + 1]
-        _pool_size[i] = _pool_size[i + 1]
+    _pool_drop(best)
     return raw
 
 
 cdef void _pool_give(char *raw, size_t size):
     """Keeps a released block, the oldest ones freed to make room."""
     global _pool_count, _pool_total
-    cdef int i
     if size > POOL_BYTES:
         free(raw)
         return
     while _pool_count and (_pool_count == POOL_BLOCKS or _pool_total + size > POOL_BYTES):
         free(_pool_raw[0])
-        _pool_total -= _pool_size[0]
-        _pool_count -= 1
-        for i in range(_pool_count):
-            _pool_raw[i] = _pool_raw[i + 1]
-            _pool_size[i] = _pool_size[i + 1]
+        _pool_drop(0)
     _pool_raw[_pool_count] = raw
     _pool_size[_pool_count] = size
     _pool_count += 1
