@@ -31,8 +31,6 @@ static inline __m256i avx2_mask64(int64_t r)
 #define NV 1
 #define KERNEL_NAME kernel_avx2_f32_1
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
 #define NV 2
 #define KERNEL_NAME kernel_avx2_f32_2
 #define DOT_NAME dot_avx2_f32
@@ -45,17 +43,6 @@ static inline __m256i avx2_mask64(int64_t r)
 #define VZIPHI(a, b) _mm256_permute2f128_ps(_mm256_unpacklo_ps((a), (b)), _mm256_unpackhi_ps((a), (b)), 0x31)
 #define VSTREAM _mm256_stream_ps
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
-#undef DOT_NAME
-#undef AXPY_NAME
-#undef TAPS_NAME
-#undef TAPDOT_NAME
-#undef STREAM_NAME
-#undef ZIP_NAME
-#undef VZIPLO
-#undef VZIPHI
-#undef VSTREAM
 #undef REAL
 #undef VEC
 #undef VLEN
@@ -84,8 +71,6 @@ static inline __m256i avx2_mask64(int64_t r)
 #define NV 1
 #define KERNEL_NAME kernel_avx2_f64_1
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
 #define NV 2
 #define KERNEL_NAME kernel_avx2_f64_2
 #define DOT_NAME dot_avx2_f64
@@ -98,17 +83,6 @@ static inline __m256i avx2_mask64(int64_t r)
 #define VZIPHI(a, b) _mm256_permute2f128_pd(_mm256_unpacklo_pd((a), (b)), _mm256_unpackhi_pd((a), (b)), 0x31)
 #define VSTREAM _mm256_stream_pd
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
-#undef DOT_NAME
-#undef AXPY_NAME
-#undef TAPS_NAME
-#undef TAPDOT_NAME
-#undef STREAM_NAME
-#undef ZIP_NAME
-#undef VZIPLO
-#undef VZIPHI
-#undef VSTREAM
 #undef REAL
 #undef VEC
 #undef VLEN

@@ -23,13 +23,9 @@
 #define NV 1
 #define KERNEL_NAME kernel_avx512_f32_1
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
 #define NV 2
 #define KERNEL_NAME kernel_avx512_f32_2
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
 #define NV 3
 #define KERNEL_NAME kernel_avx512_f32_3
 #define DOT_NAME dot_avx512_f32
@@ -42,17 +38,6 @@
 #define VZIPHI(a, b) _mm512_permutex2var_ps((a), _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), (b))
 #define VSTREAM _mm512_stream_ps
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
-#undef DOT_NAME
-#undef AXPY_NAME
-#undef TAPS_NAME
-#undef TAPDOT_NAME
-#undef STREAM_NAME
-#undef ZIP_NAME
-#undef VZIPLO
-#undef VZIPHI
-#undef VSTREAM
 #undef REAL
 #undef VEC
 #undef VLEN
@@ -81,13 +66,9 @@
 #define NV 1
 #define KERNEL_NAME kernel_avx512_f64_1
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
 #define NV 2
 #define KERNEL_NAME kernel_avx512_f64_2
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
 #define NV 3
 #define KERNEL_NAME kernel_avx512_f64_3
 #define DOT_NAME dot_avx512_f64
@@ -100,17 +81,6 @@
 #define VZIPHI(a, b) _mm512_permutex2var_pd((a), _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15), (b))
 #define VSTREAM _mm512_stream_pd
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
-#undef DOT_NAME
-#undef AXPY_NAME
-#undef TAPS_NAME
-#undef TAPDOT_NAME
-#undef STREAM_NAME
-#undef ZIP_NAME
-#undef VZIPLO
-#undef VZIPHI
-#undef VSTREAM
 #undef REAL
 #undef VEC
 #undef VLEN

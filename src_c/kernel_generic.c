@@ -22,38 +22,24 @@
 #define NV 1
 #define KERNEL_NAME kernel_generic_f32_1
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
 #define NV 2
 #define KERNEL_NAME kernel_generic_f32_2
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
 #define NV 3
 #define KERNEL_NAME kernel_generic_f32_3
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
 #define NV 4
 #define KERNEL_NAME kernel_generic_f32_4
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
 #define NV 5
 #define KERNEL_NAME kernel_generic_f32_5
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
 #define NV 6
 #define KERNEL_NAME kernel_generic_f32_6
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
 #define NV 7
 #define KERNEL_NAME kernel_generic_f32_7
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
 #define NV 8
 #define KERNEL_NAME kernel_generic_f32_8
 #define DOT_NAME dot_generic_f32
@@ -66,17 +52,6 @@
 #define VZIPHI(a, b) (b)
 #define VSTREAM(p, v) (*(p) = (v))
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
-#undef DOT_NAME
-#undef AXPY_NAME
-#undef TAPS_NAME
-#undef TAPDOT_NAME
-#undef STREAM_NAME
-#undef ZIP_NAME
-#undef VZIPLO
-#undef VZIPHI
-#undef VSTREAM
 #undef REAL
 #undef VEC
 #undef VLEN
@@ -105,38 +80,24 @@
 #define NV 1
 #define KERNEL_NAME kernel_generic_f64_1
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
 #define NV 2
 #define KERNEL_NAME kernel_generic_f64_2
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
 #define NV 3
 #define KERNEL_NAME kernel_generic_f64_3
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
 #define NV 4
 #define KERNEL_NAME kernel_generic_f64_4
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
 #define NV 5
 #define KERNEL_NAME kernel_generic_f64_5
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
 #define NV 6
 #define KERNEL_NAME kernel_generic_f64_6
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
 #define NV 7
 #define KERNEL_NAME kernel_generic_f64_7
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
 #define NV 8
 #define KERNEL_NAME kernel_generic_f64_8
 #define DOT_NAME dot_generic_f64
@@ -149,17 +110,6 @@
 #define VZIPHI(a, b) (b)
 #define VSTREAM(p, v) (*(p) = (v))
 #include "kernel_template.h"
-#undef NV
-#undef KERNEL_NAME
-#undef DOT_NAME
-#undef AXPY_NAME
-#undef TAPS_NAME
-#undef TAPDOT_NAME
-#undef STREAM_NAME
-#undef ZIP_NAME
-#undef VZIPLO
-#undef VZIPHI
-#undef VSTREAM
 #undef REAL
 #undef VEC
 #undef VLEN

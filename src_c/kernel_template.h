@@ -7,7 +7,9 @@
  *   (the first and second halves of the lanes of a and b interleaved).
  * NR = NV * VLEN. Accumulator tiles live in registers. KERNEL_NAME_rows is the
  * same kernel reading B row k at b_rows[k] + boff (implicit GEMM: rows of the
- * padded input, no unfolded copy). */
+ * padded input, no unfolded copy). The names that belong to one inclusion (NV,
+ * the *_NAME ones, VSTREAM, VZIPLO, VZIPHI) are undefined at its end; the
+ * type's macros are the includer's to undefine. */
 
 #define NR (NV * VLEN)
 #define PTC_KCAT2(a, b) a##b
@@ -284,6 +286,19 @@ static void ZIP_NAME(int64_t rows, int64_t n, const REAL *a, int64_t lda, int64_
 }
 #endif
 
+/* The names of this inclusion are used up; the type's macros (REAL, VEC,
+ * VLEN, MR, VLOAD, ...) stay for the next one. */
 #undef NR
 #undef PTC_KCAT
 #undef PTC_KCAT2
+#undef NV
+#undef KERNEL_NAME
+#undef DOT_NAME
+#undef AXPY_NAME
+#undef TAPS_NAME
+#undef TAPDOT_NAME
+#undef STREAM_NAME
+#undef ZIP_NAME
+#undef VSTREAM
+#undef VZIPLO
+#undef VZIPHI
