@@ -1016,7 +1016,14 @@ typedef struct {
     int64_t runs, run_span, run_ld; /* shifted path: runs, their positions, dY's layout */
     ptc_dot_run *pieces;            /* shifted path: the runs in pieces of at most kc, ... */
     int64_t *chunk_start, nchunks;  /* ... taken a chunk of about kc positions at a time */
+    int dy_in_place;                /* unfolded path: dot tiles read dY's rows in place */
+    int64_t imgs;                   /* unfolded path: images summed per chunk */
 } FN(filter_job);
+
+/* Positions per chunk of the weight gradient's reduction, and the most images
+ * one chunk takes. */
+#define FILTER_CHUNK 512
+#define FILTER_IMAGES 64
 
 /* dW[co, kk] of rows kk0..kk0+nb-1 = the lanes of sums added in order. With
  * shifted rows the block's rows are ordered (offset, channel), the weight's
@@ -1049,44 +1056,55 @@ static ptc_status FN(backward_filter_task)(void *vjob, int64_t t, int tid, ptc_p
 
     int64_t blk = t % job->nblocks, grp = t / job->nblocks;
     int64_t kk0 = blk * job->block, nb = FN(min64)(job->block, g->kdim - kk0);
-    int64_t nb_pad = FN(round_up)(nb, fj->dnr), P = g->out_spatial, ldk = fj->ldk;
-    REAL *cols = s->buf_b;                       /* nb rows of ldk */
-    REAL *dys = s->buf_c;                        /* cout_pad rows of ldk */
-    REAL *sums = s->buf_c + fj->cout_pad * ldk;  /* [co][kk][lane], rows of ldv */
+    int64_t nb_pad = FN(round_up)(nb, fj->dnr), P = g->out_spatial;
+    int64_t imgs = fj->imgs, ldk = fj->ldk, ldr = imgs * ldk;
+    int64_t x_image = p->in_channels * g->in_spatial, dy_image = p->out_channels * P;
+    REAL *cols = s->buf_b;                       /* nb rows of ldr: imgs parts of ldk */
+    REAL *dys = s->buf_c;                        /* cout_pad rows of ldr */
+    REAL *sums = s->buf_c + fj->cout_pad * ldr;  /* [co][kk][lane], rows of ldv */
     const REAL **rows = (const REAL **)s->ptrs;  /* nb_pad row pointers into cols */
-    for (int64_t r = 0; r < nb_pad; r++) rows[r] = cols + r * ldk;
+    for (int64_t r = 0; r < nb_pad; r++) rows[r] = cols + r * ldr;
+    /* A pointwise convolution's patches are the channels of x themselves: read
+     * in place (rows past nb repeat the last, for sums that are never read). */
+    int in_place = g->kvol == 1 && g->tiled_exactly;
+    ptc_dot_run runs[FILTER_IMAGES];
 
-    for (int64_t n = 0; n < p->batch; n++) {
-        const REAL *xg = job->in + (n * p->in_channels + grp * g->cin_g) * g->in_spatial;
-        const REAL *dyg = job->aux + (n * p->out_channels + grp * g->cout_g) * P;
+    for (int64_t n0 = 0; n0 < p->batch; n0 += imgs) {
+        int64_t nimg = FN(min64)(imgs, p->batch - n0);
+        const REAL *xg0 = job->in + (n0 * p->in_channels + grp * g->cin_g) * g->in_spatial;
+        const REAL *dyg0 = job->aux + (n0 * p->out_channels + grp * g->cout_g) * P;
         for (int64_t p0 = 0; p0 < P; p0 += job->kc) {
             int64_t kc = FN(min64)(job->kc, P - p0);
-            int64_t kv = FN(ceil_div)(kc, fj->vlen), width = kv * fj->vlen;
-            int64_t nseg = ptc_segments(g, p0, kc, s->segs);
-            FN(im2col)(g, xg, kk0, nb, s->segs, nseg, cols, ldk, 1);
-            /* dY's rows are read in place, unless the chunk ends inside a vector
-             * (its lanes past the end must add nothing: zeros in a copy) or the
-             * group's channels do not fill the dot tile's rows. */
-            const REAL *a = dyg + p0;
-            int64_t lda = P;
-            if (width > kc || g->cout_g != fj->cout_pad) {
-                for (int64_t co = 0; co < g->cout_g; co++) {
-                    memcpy(dys + co * ldk, dyg + co * P + p0, (size_t)kc * sizeof(REAL));
-                    memset(dys + co * ldk + kc, 0, (size_t)(width - kc) * sizeof(REAL));
-                }
-                a = dys;
-                lda = ldk;
+            int64_t nseg = in_place ? 0 : ptc_segments(g, p0, kc, s->segs);
+            if (in_place)
+                for (int64_t r = 0; r < nb_pad; r++)
+                    rows[r] = xg0 + (kk0 + FN(min64)(r, nb - 1)) * g->in_spatial + p0;
+            /* dY's rows are read in place where they start on whole vectors
+             * (split loads cost a misaligned 3x3 stride-2 gradient a tenth
+             * more than this copy, measured) and the group's channels fill
+             * the dot tile's rows. A chunk that ends inside a vector has its
+             * last one read masked: nothing past the chunk is added. */
+            for (int64_t m = 0; m < nimg; m++) {
+                runs[m].kv = FN(ceil_div)(kc, fj->vlen);
+                runs[m].tail = kc % fj->vlen;
+                runs[m].boff = in_place ? m * x_image : m * ldk;
+                runs[m].aoff = fj->dy_in_place ? m * dy_image : m * ldk;
+                if (!in_place)
+                    FN(im2col)(g, xg0 + m * x_image, kk0, nb, s->segs, nseg, cols + m * ldk,
+                               ldr, 1);
+                if (!fj->dy_in_place)
+                    for (int64_t co = 0; co < g->cout_g; co++)
+                        memcpy(dys + co * ldr + m * ldk, dyg0 + m * dy_image + co * P + p0,
+                               (size_t)kc * sizeof(REAL));
             }
-            if (width > kc) /* stale data may be NaN: 0 * NaN is not 0 */
-                for (int64_t r = 0; r < nb; r++)
-                    memset(cols + r * ldk + kc, 0, (size_t)(width - kc) * sizeof(REAL));
+            const REAL *a = fj->dy_in_place ? dyg0 + p0 : dys;
+            int64_t lda = fj->dy_in_place ? P : ldr;
             /* Rows past nb and cout_g hold stale data: they only feed sums that
              * are never read. */
-            int acc = n > 0 || p0 > 0;
-            ptc_dot_run whole = {kv, 0, 0};
+            int acc = n0 > 0 || p0 > 0;
             for (int64_t i0 = 0; i0 < fj->cout_pad; i0 += fj->dmr)
                 for (int64_t j0 = 0; j0 < nb_pad; j0 += fj->dnr)
-                    fj->dot(1, &whole, a + i0 * lda, lda, rows + j0,
+                    fj->dot(nimg, runs, a + i0 * lda, lda, rows + j0,
                             sums + i0 * fj->ldv + j0 * fj->vlen, fj->ldv, acc);
             if (ptc_poll(par, tid)) return PTC_OK;
         }
@@ -1139,12 +1157,20 @@ static ptc_status FN(backward_filter_zero_padded)(const ptc_problem *p, const RE
     job->in = x;
     job->aux = dy;
     job->out = dw;
-    /* Chunks of positions are the reduction's fixed order, whatever the threads;
-     * whole vectors, so that only an image's last chunk can end inside one. */
-    job->kc = FN(round_up)(FN(block_len)(g.out_spatial, 512), job->vlen);
+    /* Chunks of about FILTER_CHUNK positions are the reduction's fixed order,
+     * whatever the threads: parts of an image (whole vectors, so that only an
+     * image's last chunk can end inside one), or whole images, as many as fit.
+     * Each chunk passes once over the lanes of the partial sums (2 MB for 256
+     * x 128 float32 or float64), so small images take several at a time. */
+    int64_t P = g.out_spatial;
+    fj.imgs = FN(min64)(FN(min64)(p->batch, FILTER_IMAGES),
+                        P < FILTER_CHUNK ? FILTER_CHUNK / P : 1);
+    job->kc = fj.imgs > 1 ? P : FN(round_up)(FN(block_len)(P, FILTER_CHUNK), job->vlen);
     fj.ldk = FN(leading_dim)(job->kc, fj.vlen);
-    job->b_elems = FN(round_up)(job->block, fj.dnr) * fj.ldk;
-    job->c_elems = fj.cout_pad * fj.ldk + fj.cout_pad * fj.ldv;
+    fj.dy_in_place = g.cout_g == fj.cout_pad && P % fj.vlen == 0 &&
+                     (uintptr_t)dy % (uintptr_t)(fj.vlen * (int64_t)sizeof(REAL)) == 0;
+    job->b_elems = FN(round_up)(job->block, fj.dnr) * fj.imgs * fj.ldk;
+    job->c_elems = fj.cout_pad * fj.imgs * fj.ldk + fj.cout_pad * fj.ldv;
     job->seg_cap = job->kc / p->out_size[p->ndim - 1] + 2;
     st = FN(job_start)(job, nthreads);
     if (st == PTC_OK)
@@ -1917,7 +1943,8 @@ static ptc_status FN(backward_filter_shifted)(const ptc_problem *p, const REAL *
                 }
                 fj.pieces[np].kv = FN(ceil_div)(len, fj.vlen);
                 fj.pieces[np].aoff = run * fj.run_ld + v0;
-                fj.pieces[np++].boff = origin + v0;
+                fj.pieces[np].boff = origin + v0;
+                fj.pieces[np++].tail = 0; /* whole vectors: dY is zero past the run */
                 in_chunk += len;
             }
         }

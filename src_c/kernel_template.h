@@ -75,7 +75,8 @@ static void PTC_KCAT(KERNEL_NAME, _rows)(int64_t kc, const REAL *a, const REAL *
 #ifdef DOT_NAME
 /* The dot kernel: for i < DMR, j < DNR, the VLEN lane-wise partial sums
  *   c[i * ldc + j * VLEN + l] (+)= sum over runs r, k < kv_r of
- *       a[i * lda + aoff_r + k * VLEN + l] * b[j][boff_r + k * VLEN + l].
+ *       a[i * lda + aoff_r + k * VLEN + l] * b[j][boff_r + k * VLEN + l],
+ * lanes l >= tail_r of a run's last vector (tail_r > 0) neither read nor added.
  * Both operands are rows contiguous along the reduction, as dY and unfolded
  * patches (or shifted rows of the padded input) are, so nothing is
  * transposed; the runs (one for unfolded patches, the planes of the padded
@@ -94,13 +95,25 @@ static void DOT_NAME(int64_t nruns, const ptc_dot_run *runs, const REAL *a, int6
         const REAL *br[DNR];
 #pragma GCC unroll 8
         for (int j = 0; j < DNR; j++) br[j] = b[j] + runs[r].boff;
-        for (int64_t k = 0; k < runs[r].kv; k++) {
+        int64_t tail = runs[r].tail, kv = runs[r].kv - (tail > 0);
+        for (int64_t k = 0; k < kv; k++) {
             VEC av[DMR];
 #pragma GCC unroll 8
             for (int i = 0; i < DMR; i++) av[i] = VLOAD(ar + i * lda + k * VLEN);
 #pragma GCC unroll 8
             for (int j = 0; j < DNR; j++) {
                 VEC bj = VLOAD(br[j] + k * VLEN);
+#pragma GCC unroll 8
+                for (int i = 0; i < DMR; i++) acc[i][j] = VFMA(av[i], bj, acc[i][j]);
+            }
+        }
+        if (tail > 0) { /* lanes past the end are zeros in both: whatever lies there */
+            VEC av[DMR];
+#pragma GCC unroll 8
+            for (int i = 0; i < DMR; i++) av[i] = VLOADN(ar + i * lda + kv * VLEN, tail);
+#pragma GCC unroll 8
+            for (int j = 0; j < DNR; j++) {
+                VEC bj = VLOADN(br[j] + kv * VLEN, tail);
 #pragma GCC unroll 8
                 for (int i = 0; i < DMR; i++) acc[i][j] = VFMA(av[i], bj, acc[i][j]);
             }

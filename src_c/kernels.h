@@ -30,10 +30,11 @@ typedef void (*ptc_rows_f64_fn)(int64_t kc, const double *a, const double *const
 
 /* Dot kernels (weight gradients): a DMR x DNR tile of VLEN-lane partial sums
  * of products of rows contiguous along the reduction, over nruns runs of it
- * (kv vectors read at a + aoff in each row of A and at b_rows[j] + boff),
- * summed in registers across the runs; see kernel_template.h. */
+ * (kv vectors read at a + aoff in each row of A and at b_rows[j] + boff; of
+ * the last, only the first `tail` lanes when tail > 0), summed in registers
+ * across the runs; see kernel_template.h. */
 typedef struct {
-    int64_t kv, aoff, boff;
+    int64_t kv, aoff, boff, tail;
 } ptc_dot_run;
 typedef void (*ptc_dot_f32_fn)(int64_t nruns, const ptc_dot_run *runs, const float *a,
                                int64_t lda, const float *const *b_rows, float *c, int64_t ldc,

@@ -12,7 +12,9 @@ convolutions with long kernels (GEMMs over the windows), the transposed convolut
 whose windows do not overlap (tiles run side by side; where the windows tile
 the output exactly, nothing is cleared first), and the 1-d transposed
 convolution with a long kernel (tiles of windows added straight into the
-output).
+output), and the unfolded weight gradient's chunks (several small images at a
+time, dY read in place or copied, masked ends, pointwise patches read in
+place).
 """
 
 from __future__ import annotations
@@ -241,3 +243,88 @@ def test_streamed_depth_to_space(name, restore_threads):
     into = raw[start : start + y.size].reshape(y.shape)
     _core.backward_data(problem, t, w, into)
     assert into.tobytes() == y.tobytes()
+
+
+def _aligned(a, offset):
+    """A copy of a whose data starts `offset` elements past a 64-byte boundary."""
+    raw = np.empty(a.size + 64, dtype=a.dtype)
+    start = (-raw.ctypes.data % 64) // a.itemsize + offset
+    out = raw[start : start + a.size].reshape(a.shape)
+    out[...] = a
+    return out
+
+
+# The unfolded weight gradient sums its reduction in chunks of about 512
+# positions: parts of an image, or several whole small images at a time (the
+# last group of images partial); it reads dY's rows in place where they start
+# on whole vectors (else from a copy), chunks that end inside a vector through
+# masked loads, and the patches of a pointwise convolution in place.
+# name: (x shape, w shape, conv keyword arguments)
+WEIGHT_GRADIENT_PATHS = {
+    "images per chunk, rows of 196": ((5, 6, 28, 28), (7, 6, 3, 3), dict(stride=2, padding=1)),
+    "images per chunk, rows of 256": ((5, 3, 32, 32), (8, 3, 4, 4), dict(stride=2, padding=1)),
+    "many small images, last group partial": ((70, 3, 9, 7), (5, 3, 3, 3), dict(stride=2)),
+    "one position per image": ((9, 4, 3, 3), (6, 4, 3, 3), dict()),
+    "chunks inside an image": ((2, 3, 40, 37), (4, 3, 3, 3), dict(padding=1, stride=(1, 2))),
+    "pointwise in place": ((3, 5, 7, 9), (6, 5, 1, 1), dict()),
+    "pointwise in place, rows of 64": ((4, 7, 8, 8), (16, 7, 1, 1), dict()),
+    "pointwise groups": ((2, 6, 5, 13), (9, 6 // 3, 1, 1), dict(groups=3)),
+    "pointwise strided (not in place)": ((2, 4, 9, 8), (5, 4, 1, 1), dict(stride=2)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", list(WEIGHT_GRADIENT_PATHS))
+def test_weight_gradient_paths(name, dtype, restore_threads):
+    x_shape, w_shape, kw = WEIGHT_GRADIENT_PATHS[name]
+    rng = np.random.default_rng(len(name) + 300)
+    problem = conv_problem("test", x_shape, w_shape, **kw)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    g = rng.standard_normal(problem.y_shape).astype(dtype)
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    ref = reference.backward_filter(problem, x64, g64)
+    scale = reference.backward_filter(problem, abs(x64), abs(g64))
+    results = []
+    for offset in (0, 1):  # dY's rows on whole vectors (read in place) or not (copied)
+        gi, xi = _aligned(g, offset), _aligned(x, offset)
+        dw = _on_threads(lambda: pytconv.conv_weight_grad(xi, w_shape, gi, **kw))
+        assert_close(dw, ref, scale, dtype, name)
+        into = np.full(w_shape, np.nan, dtype=dtype)
+        _core.backward_filter(problem, xi, gi, into)
+        assert into.tobytes() == dw.tobytes()
+        results.append(dw)
+    assert results[0].tobytes() == results[1].tobytes(), "dY's alignment changed the bits"
+
+
+def test_transposed_weight_gradient_of_a_pointwise_kernel_with_output_padding():
+    """A 1x1 transposed convolution with output padding: as a convolution, its
+    output (x there) has positions no window reads, so the patches are not
+    x's channels read in place."""
+    rng = np.random.default_rng(5)
+    for t_shape, w_shape, out_shape, kw in (
+        ((2, 3, 4, 5), (3, 2, 1, 1), (2, 2, 4, 6), dict(dilation=(1, 2))),
+        ((1, 4, 6, 3), (4, 5, 1, 1), (1, 5, 11, 6), dict(stride=2)),
+    ):
+        t, dout = rng.standard_normal(t_shape), rng.standard_normal(out_shape)
+        dw = pytconv.conv_transpose_weight_grad(t, w_shape, dout, **kw)
+        problem = transposed_problem("test", t_shape, w_shape, output_shape=out_shape[2:], **kw)
+        ref = reference.backward_filter(problem, dout, t)
+        assert_close(dw, ref, reference.backward_filter(problem, abs(dout), abs(t)), np.float64, str(kw))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_pointwise_weight_gradient_reads_nothing_past_a_chunk(dtype):
+    """The pointwise weight gradient reads x's channels in place; a chunk that
+    ends inside a vector must not read on into the next channel (an Inf there
+    would turn the sum into NaN)."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((3, 5, 7, 9)).astype(dtype)  # 63 positions a channel
+    g = rng.standard_normal((3, 4, 7, 9)).astype(dtype)
+    x[:, 1:, 0, 0] = np.inf  # each channel's first position, just past the previous one
+    dw = pytconv.conv_weight_grad(x, (4, 5, 1, 1), g)
+    problem = conv_problem("test", x.shape, (4, 5, 1, 1))
+    with np.errstate(invalid="ignore"):  # Inf - Inf in the reference's sums
+        ref = reference.backward_filter(problem, x.astype(np.float64), g.astype(np.float64))
+    assert np.array_equal(np.isnan(dw), np.isnan(ref))
+    assert np.array_equal(np.isinf(dw), np.isinf(ref))
+    assert np.all(np.isfinite(dw[:, 0]))
