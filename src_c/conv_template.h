@@ -1016,7 +1016,9 @@ typedef struct {
     int64_t runs, run_span, run_ld; /* shifted path: runs, their positions, dY's layout */
     ptc_dot_run *pieces;            /* shifted path: the runs in pieces of at most kc, ... */
     int64_t *chunk_start, nchunks;  /* ... taken a chunk of about kc positions at a time */
-    int dy_in_place;                /* unfolded path: dot tiles read dY's rows in place */
+    int dy_in_place;                /* unfolded path: dot tiles read the rows of dy_rows, */
+    const REAL *dy_rows;            /* ... dY or its copy on whole vectors, ... */
+    int64_t dy_ld;                  /* ... dy_ld apart */
     int64_t imgs;                   /* unfolded path: images summed per chunk */
 } FN(filter_job);
 
@@ -1058,7 +1060,7 @@ static ptc_status FN(backward_filter_task)(void *vjob, int64_t t, int tid, ptc_p
     int64_t kk0 = blk * job->block, nb = FN(min64)(job->block, g->kdim - kk0);
     int64_t nb_pad = FN(round_up)(nb, fj->dnr), P = g->out_spatial;
     int64_t imgs = fj->imgs, ldk = fj->ldk, ldr = imgs * ldk;
-    int64_t x_image = p->in_channels * g->in_spatial, dy_image = p->out_channels * P;
+    int64_t x_image = p->in_channels * g->in_spatial, dy_image = p->out_channels * fj->dy_ld;
     REAL *cols = s->buf_b;                       /* nb rows of ldr: imgs parts of ldk */
     REAL *dys = s->buf_c;                        /* cout_pad rows of ldr */
     REAL *sums = s->buf_c + fj->cout_pad * ldr;  /* [co][kk][lane], rows of ldv */
@@ -1072,18 +1074,17 @@ static ptc_status FN(backward_filter_task)(void *vjob, int64_t t, int tid, ptc_p
     for (int64_t n0 = 0; n0 < p->batch; n0 += imgs) {
         int64_t nimg = FN(min64)(imgs, p->batch - n0);
         const REAL *xg0 = job->in + (n0 * p->in_channels + grp * g->cin_g) * g->in_spatial;
-        const REAL *dyg0 = job->aux + (n0 * p->out_channels + grp * g->cout_g) * P;
+        const REAL *dyg0 = fj->dy_rows + (n0 * p->out_channels + grp * g->cout_g) * fj->dy_ld;
         for (int64_t p0 = 0; p0 < P; p0 += job->kc) {
             int64_t kc = FN(min64)(job->kc, P - p0);
             int64_t nseg = in_place ? 0 : ptc_segments(g, p0, kc, s->segs);
             if (in_place)
                 for (int64_t r = 0; r < nb_pad; r++)
                     rows[r] = xg0 + (kk0 + FN(min64)(r, nb - 1)) * g->in_spatial + p0;
-            /* dY's rows are read in place where they start on whole vectors
-             * (split loads cost a misaligned 3x3 stride-2 gradient a tenth
-             * more than this copy, measured) and the group's channels fill
-             * the dot tile's rows. A chunk that ends inside a vector has its
-             * last one read masked: nothing past the chunk is added. */
+            /* dY's rows are read in place (see dy_in_place), or copied here
+             * when the group's channels do not fill the dot tile's rows. A
+             * chunk that ends inside a vector has its last one read masked:
+             * nothing past the chunk is added. */
             for (int64_t m = 0; m < nimg; m++) {
                 runs[m].kv = FN(ceil_div)(kc, fj->vlen);
                 runs[m].tail = kc % fj->vlen;
@@ -1094,11 +1095,12 @@ static ptc_status FN(backward_filter_task)(void *vjob, int64_t t, int tid, ptc_p
                                ldr, 1);
                 if (!fj->dy_in_place)
                     for (int64_t co = 0; co < g->cout_g; co++)
-                        memcpy(dys + co * ldr + m * ldk, dyg0 + m * dy_image + co * P + p0,
+                        memcpy(dys + co * ldr + m * ldk,
+                               dyg0 + m * dy_image + co * fj->dy_ld + p0,
                                (size_t)kc * sizeof(REAL));
             }
             const REAL *a = fj->dy_in_place ? dyg0 + p0 : dys;
-            int64_t lda = fj->dy_in_place ? P : ldr;
+            int64_t lda = fj->dy_in_place ? fj->dy_ld : ldr;
             /* Rows past nb and cout_g hold stale data: they only feed sums that
              * are never read. */
             int acc = n0 > 0 || p0 > 0;
@@ -1167,8 +1169,31 @@ static ptc_status FN(backward_filter_zero_padded)(const ptc_problem *p, const RE
                         P < FILTER_CHUNK ? FILTER_CHUNK / P : 1);
     job->kc = fj.imgs > 1 ? P : FN(round_up)(FN(block_len)(P, FILTER_CHUNK), job->vlen);
     fj.ldk = FN(leading_dim)(job->kc, fj.vlen);
-    fj.dy_in_place = g.cout_g == fj.cout_pad && P % fj.vlen == 0 &&
-                     (uintptr_t)dy % (uintptr_t)(fj.vlen * (int64_t)sizeof(REAL)) == 0;
+    /* The dot tiles read dY's rows in place where the group's channels fill
+     * their rows and every row starts on a whole vector; rows that do not
+     * (3x3 stride 2: 14 x 14 positions) are copied once onto whole vectors,
+     * since split loads cost such a gradient a tenth, and a copy per task and
+     * chunk as much again (measured). */
+    fj.dy_in_place = g.cout_g == fj.cout_pad;
+    fj.dy_rows = dy;
+    fj.dy_ld = P;
+    size_t vec_bytes = (size_t)fj.vlen * sizeof(REAL);
+    if (fj.dy_in_place && (P % fj.vlen || (uintptr_t)dy % vec_bytes)) {
+        int64_t rows = p->batch * p->out_channels, ld = FN(round_up)(P, fj.vlen);
+        size_t bytes = (size_t)(rows * ld) * sizeof(REAL) + 64;
+        char *raw = (uint64_t)rows * (uint64_t)ld > (SIZE_MAX - 64) / sizeof(REAL)
+                        ? NULL
+                        : (char *)ptc_workspace_acquire(1, bytes);
+        if (!raw) {
+            ptc_geometry_free(&g);
+            return PTC_ERR_NO_MEMORY;
+        }
+        REAL *copy = (REAL *)(raw + (64 - (uintptr_t)raw % 64) % 64);
+        for (int64_t r = 0; r < rows; r++)
+            memcpy(copy + r * ld, dy + r * P, (size_t)P * sizeof(REAL));
+        fj.dy_rows = copy;
+        fj.dy_ld = ld;
+    }
     job->b_elems = FN(round_up)(job->block, fj.dnr) * fj.imgs * fj.ldk;
     job->c_elems = fj.cout_pad * fj.imgs * fj.ldk + fj.cout_pad * fj.ldv;
     job->seg_cap = job->kc / p->out_size[p->ndim - 1] + 2;
@@ -1177,6 +1202,7 @@ static ptc_status FN(backward_filter_zero_padded)(const ptc_problem *p, const RE
         st = ptc_parallel_for(p->groups * job->nblocks, nthreads, FN(backward_filter_task), &fj,
                               opt);
     FN(job_end)(job, nthreads);
+    if (fj.dy_rows != dy) ptc_workspace_release(1);
     ptc_geometry_free(&g);
     return st;
 }
