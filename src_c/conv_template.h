@@ -1016,9 +1016,9 @@ typedef struct {
     int64_t runs, run_span, run_ld; /* shifted path: runs, their positions, dY's layout */
     ptc_dot_run *pieces;            /* shifted path: the runs in pieces of at most kc, ... */
     int64_t *chunk_start, nchunks;  /* ... taken a chunk of about kc positions at a time */
-    int dy_in_place;                /* unfolded path: dot tiles read the rows of dy_rows, */
-    const REAL *dy_rows;            /* ... dY or its copy on whole vectors, ... */
-    int64_t dy_ld;                  /* ... dy_ld apart */
+    const REAL *dy_rows;            /* unfolded path: dY, or its copy on whole vectors, */
+    int64_t dy_ld;                  /* ... rows dy_ld apart, ... */
+    int dy_direct;                  /* ... read by the dot tiles (else copied per chunk) */
     int64_t imgs;                   /* unfolded path: images summed per chunk */
 } FN(filter_job);
 
@@ -1081,7 +1081,7 @@ static ptc_status FN(backward_filter_task)(void *vjob, int64_t t, int tid, ptc_p
             if (in_place)
                 for (int64_t r = 0; r < nb_pad; r++)
                     rows[r] = xg0 + (kk0 + FN(min64)(r, nb - 1)) * g->in_spatial + p0;
-            /* dY's rows are read in place (see dy_in_place), or copied here
+            /* dY's rows are read where they are (see dy_direct), or copied here
              * when the group's channels do not fill the dot tile's rows. A
              * chunk that ends inside a vector has its last one read masked:
              * nothing past the chunk is added. */
@@ -1089,18 +1089,18 @@ static ptc_status FN(backward_filter_task)(void *vjob, int64_t t, int tid, ptc_p
                 runs[m].kv = FN(ceil_div)(kc, fj->vlen);
                 runs[m].tail = kc % fj->vlen;
                 runs[m].boff = in_place ? m * x_image : m * ldk;
-                runs[m].aoff = fj->dy_in_place ? m * dy_image : m * ldk;
+                runs[m].aoff = fj->dy_direct ? m * dy_image : m * ldk;
                 if (!in_place)
                     FN(im2col)(g, xg0 + m * x_image, kk0, nb, s->segs, nseg, cols + m * ldk,
                                ldr, 1);
-                if (!fj->dy_in_place)
+                if (!fj->dy_direct)
                     for (int64_t co = 0; co < g->cout_g; co++)
                         memcpy(dys + co * ldr + m * ldk,
                                dyg0 + m * dy_image + co * fj->dy_ld + p0,
                                (size_t)kc * sizeof(REAL));
             }
-            const REAL *a = fj->dy_in_place ? dyg0 + p0 : dys;
-            int64_t lda = fj->dy_in_place ? fj->dy_ld : ldr;
+            const REAL *a = fj->dy_direct ? dyg0 + p0 : dys;
+            int64_t lda = fj->dy_direct ? fj->dy_ld : ldr;
             /* Rows past nb and cout_g hold stale data: they only feed sums that
              * are never read. */
             int acc = n0 > 0 || p0 > 0;
@@ -1157,7 +1157,6 @@ static ptc_status FN(backward_filter_zero_padded)(const ptc_problem *p, const RE
     FN(job) *job = &fj.base;
     int nthreads = FN(filter_plan)(&fj, &g);
     job->in = x;
-    job->aux = dy;
     job->out = dw;
     /* Chunks of about FILTER_CHUNK positions are the reduction's fixed order,
      * whatever the threads: parts of an image (whole vectors, so that only an
@@ -1174,11 +1173,11 @@ static ptc_status FN(backward_filter_zero_padded)(const ptc_problem *p, const RE
      * (3x3 stride 2: 14 x 14 positions) are copied once onto whole vectors,
      * since split loads cost such a gradient a tenth, and a copy per task and
      * chunk as much again (measured). */
-    fj.dy_in_place = g.cout_g == fj.cout_pad;
+    fj.dy_direct = g.cout_g == fj.cout_pad;
     fj.dy_rows = dy;
     fj.dy_ld = P;
     size_t vec_bytes = (size_t)fj.vlen * sizeof(REAL);
-    if (fj.dy_in_place && (P % fj.vlen || (uintptr_t)dy % vec_bytes)) {
+    if (fj.dy_direct && (P % fj.vlen || (uintptr_t)dy % vec_bytes)) {
         int64_t rows = p->batch * p->out_channels, ld = FN(round_up)(P, fj.vlen);
         size_t bytes = (size_t)(rows * ld) * sizeof(REAL) + 64;
         char *raw = (uint64_t)rows * (uint64_t)ld > (SIZE_MAX - 64) / sizeof(REAL)
