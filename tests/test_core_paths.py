@@ -207,6 +207,15 @@ def test_shifted_weight_gradient_keeps_inf_and_nan_where_they_belong():
     assert np.allclose(dw[finite], ref[finite], rtol=1e-12, atol=1e-12)
 
 
+def _aligned(a, offset):
+    """A copy of a whose data starts `offset` elements past a 64-byte boundary."""
+    raw = np.empty(a.size + 64, dtype=a.dtype)
+    start = (-raw.ctypes.data % 64) // a.itemsize + offset
+    out = raw[start : start + a.size].reshape(a.shape)
+    out[...] = a
+    return out
+
+
 # Transposed outputs of 8 MiB and more whose windows tile them exactly leave
 # through the streaming stores: rows of whole lines straight from the zip
 # kernel (16 and 64 elements, a 1-d row of 2^17), others staged into whole
@@ -235,29 +244,21 @@ def test_streamed_depth_to_space(name, restore_threads):
     t64, w64 = t.astype(np.float64), w.astype(np.float64)
     ref = reference.conv_transpose(t64, w64, stride=stride)
     assert_close(y, ref, reference.conv_transpose(abs(t64), abs(w64), stride=stride), dtype, name)
-    # Into NaN-filled memory starting one element past a cache line: partial
-    # lines at every row's ends, stored in the ordinary way.
+    # Into NaN-filled memory starting on a cache line (rows of whole lines
+    # zipped straight out), 16 bytes past one (where NumPy's large arrays
+    # start: those rows staged) and one element past one (partial lines at
+    # every row's ends, stored in the ordinary way): the same bits.
     problem = transposed_problem("test", t.shape, w.shape, stride=stride)
-    raw = np.full(y.size + 64, np.nan, dtype=dtype)
-    start = (-raw.ctypes.data % 64) // raw.itemsize + 1
-    into = raw[start : start + y.size].reshape(y.shape)
-    _core.backward_data(problem, t, w, into)
-    assert into.tobytes() == y.tobytes()
-
-
-def _aligned(a, offset):
-    """A copy of a whose data starts `offset` elements past a 64-byte boundary."""
-    raw = np.empty(a.size + 64, dtype=a.dtype)
-    start = (-raw.ctypes.data % 64) // a.itemsize + offset
-    out = raw[start : start + a.size].reshape(a.shape)
-    out[...] = a
-    return out
+    for offset in (0, 16 // t.itemsize, 1):
+        into = _aligned(np.full(y.shape, np.nan, dtype=dtype), offset)
+        _core.backward_data(problem, t, w, into)
+        assert into.tobytes() == y.tobytes(), offset
 
 
 # The unfolded weight gradient sums its reduction in chunks of about 512
 # positions: parts of an image, or several whole small images at a time (the
-# last group of images partial); it reads dY's rows in place where they start
-# on whole vectors (else from a copy), chunks that end inside a vector through
+# last group of images partial); it reads dY's rows in place where they are
+# whole vectors long (else from a copy), chunks that end inside a vector through
 # masked loads, and the patches of a pointwise convolution in place.
 # name: (x shape, w shape, conv keyword arguments)
 WEIGHT_GRADIENT_PATHS = {
@@ -285,7 +286,10 @@ def test_weight_gradient_paths(name, dtype, restore_threads):
     ref = reference.backward_filter(problem, x64, g64)
     scale = reference.backward_filter(problem, abs(x64), abs(g64))
     results = []
-    for offset in (0, 1):  # dY's rows on whole vectors (read in place) or not (copied)
+    # dY and x starting on a vector, 16 bytes past one (NumPy's large arrays)
+    # and one element past one: read in place with split loads where dY's
+    # rows are whole vectors long, else copied; the same bits.
+    for offset in (0, 16 // dtype().itemsize, 1):
         gi, xi = _aligned(g, offset), _aligned(x, offset)
         dw = _on_threads(lambda: pytconv.conv_weight_grad(xi, w_shape, gi, **kw))
         assert_close(dw, ref, scale, dtype, name)
@@ -293,7 +297,8 @@ def test_weight_gradient_paths(name, dtype, restore_threads):
         _core.backward_filter(problem, xi, gi, into)
         assert into.tobytes() == dw.tobytes()
         results.append(dw)
-    assert results[0].tobytes() == results[1].tobytes(), "dY's alignment changed the bits"
+    for other in results[1:]:
+        assert other.tobytes() == results[0].tobytes(), "dY's alignment changed the bits"
 
 
 def test_transposed_weight_gradient_of_a_pointwise_kernel_with_output_padding():
