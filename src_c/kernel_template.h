@@ -143,17 +143,21 @@ static void AXPY_NAME(int64_t n, REAL a, const REAL *x, int64_t incx, REAL *y, i
 #endif
 
 #ifdef TAPS_NAME
-/* Direct kernels of depthwise convolutions, over the ntaps input rows src[t]
- * a row of outputs reads (one per kernel offset), each contiguous. A row's
- * last partial vector is loaded and stored masked (VLOADN/VSTOREN: r lanes).
+/* Direct kernels of depthwise convolutions, a plane at a time: `rows` rows of
+ * n outputs, row j's taps (kernel offsets) reading the input rows x +
+ * row_off[j] + tap_off[t], each contiguous. A row's last partial vector is
+ * loaded and stored masked (VLOADN/VSTOREN: r lanes). The rows loop here,
+ * not in the caller: a 3x3 kernel's row of 56 outputs is some 40 FMAs, no
+ * more than a call and the row's tap pointers cost.
  *
- * TAPS_NAME: y[i] = sum_t w[t] * src[t][i] for i < n, summed over t in order.
- * A block of up to TAPS_U vectors of outputs stays in registers across all
- * taps and is stored once: each output costs ntaps loads, and the block's
- * independent sums hide the latency of the FMAs. */
+ * TAPS_NAME: y[j * n + i] = sum_t w[t] * x[row_off[j] + tap_off[t] + i],
+ * summed over t in order. A block of up to TAPS_U vectors of outputs stays
+ * in registers across all taps and is stored once: each output costs ntaps
+ * loads, and the block's independent sums hide the latency of the FMAs. */
 #define TAPS_U 4
 static inline __attribute__((always_inline)) void PTC_KCAT(TAPS_NAME, _block)(
-    int u, int64_t r, int64_t i, int64_t ntaps, const REAL *const *src, const REAL *w, REAL *y)
+    int u, int64_t r, int64_t i, int64_t ntaps, const REAL *x, const int64_t *tap_off,
+    const REAL *w, REAL *y)
 {
     /* u whole vectors from i, then one of r lanes (0 <= r < VLEN) */
     VEC acc[TAPS_U + 1];
@@ -161,7 +165,7 @@ static inline __attribute__((always_inline)) void PTC_KCAT(TAPS_NAME, _block)(
     for (int v = 0; v <= u; v++) acc[v] = VZERO;
     for (int64_t t = 0; t < ntaps; t++) {
         VEC wt = VSET1(w[t]);
-        const REAL *s = src[t] + i;
+        const REAL *s = x + tap_off[t] + i;
 #pragma GCC unroll 4
         for (int v = 0; v < u; v++) acc[v] = VFMA(wt, VLOAD(s + v * VLEN), acc[v]);
         if (r) acc[u] = VFMA(wt, VLOADN(s + u * VLEN, r), acc[u]);
@@ -171,56 +175,67 @@ static inline __attribute__((always_inline)) void PTC_KCAT(TAPS_NAME, _block)(
     if (r) VSTOREN(y + i + u * VLEN, r, acc[u]);
 }
 
-static void TAPS_NAME(int64_t n, int64_t ntaps, const REAL *const *src, const REAL *w, REAL *y)
+static void TAPS_NAME(int64_t rows, int64_t n, const REAL *x, const int64_t *row_off,
+                      const int64_t *tap_off, int64_t ntaps, const REAL *w, REAL *y)
 {
-    int64_t i = 0;
-    for (; i + TAPS_U * VLEN <= n; i += TAPS_U * VLEN)
-        PTC_KCAT(TAPS_NAME, _block)(TAPS_U, 0, i, ntaps, src, w, y);
-    int64_t r = (n - i) % VLEN;
-    switch ((n - i) / VLEN) {
-    case 0: if (r) PTC_KCAT(TAPS_NAME, _block)(0, r, i, ntaps, src, w, y); break;
-    case 1: PTC_KCAT(TAPS_NAME, _block)(1, r, i, ntaps, src, w, y); break;
-    case 2: PTC_KCAT(TAPS_NAME, _block)(2, r, i, ntaps, src, w, y); break;
-    default: PTC_KCAT(TAPS_NAME, _block)(3, r, i, ntaps, src, w, y); break;
+    int64_t body = n - n % (TAPS_U * VLEN), r = (n - body) % VLEN, u = (n - body) / VLEN;
+    for (int64_t j = 0; j < rows; j++, y += n) {
+        const REAL *xj = x + row_off[j];
+        for (int64_t i = 0; i < body; i += TAPS_U * VLEN)
+            PTC_KCAT(TAPS_NAME, _block)(TAPS_U, 0, i, ntaps, xj, tap_off, w, y);
+        switch (u) {
+        case 0: if (r) PTC_KCAT(TAPS_NAME, _block)(0, r, body, ntaps, xj, tap_off, w, y); break;
+        case 1: PTC_KCAT(TAPS_NAME, _block)(1, r, body, ntaps, xj, tap_off, w, y); break;
+        case 2: PTC_KCAT(TAPS_NAME, _block)(2, r, body, ntaps, xj, tap_off, w, y); break;
+        default: PTC_KCAT(TAPS_NAME, _block)(3, r, body, ntaps, xj, tap_off, w, y); break;
+        }
     }
 }
 
-/* TAPDOT_NAME: acc[t][l] += sum over i < n with i % VLEN == l of dy[i] * src[t][i],
- * the lane-wise partial sums of the weight gradient's dot products, which the
- * caller reduces once at the end. Up to TAPDOT_MAX taps share each load of dy,
- * their sums held in registers across the row; the row's last partial vector
- * is read masked, its missing lanes zero in both operands. */
+/* TAPDOT_NAME: acc[t][l] += sum over rows j, then i < n with i % VLEN == l,
+ * of dy[j * n + i] * x[row_off[j] + tap_off[t] + i], the lane-wise partial
+ * sums of the weight gradient's dot products, which the caller reduces once
+ * at the end. Up to TAPDOT_MAX taps share each load of dy, their sums held in
+ * registers across the plane's rows; a row's last partial vector is read
+ * masked, its missing lanes zero in both operands. */
 #define TAPDOT_MAX 12
 static inline __attribute__((always_inline)) void PTC_KCAT(TAPDOT_NAME, _chunk)(
-    int nt, int64_t n, const REAL *const *src, const REAL *dy, REAL *const *acc)
+    int nt, int64_t rows, int64_t n, const REAL *x, const int64_t *row_off,
+    const int64_t *tap_off, const REAL *dy, REAL *const *acc)
 {
     VEC a[TAPDOT_MAX];
-    int64_t i = 0, r = n % VLEN;
+    int64_t r = n % VLEN, body = n - r;
 #pragma GCC unroll 12
     for (int t = 0; t < nt; t++) a[t] = VLOAD(acc[t]);
-    for (; i + VLEN <= n; i += VLEN) {
-        VEC d = VLOAD(dy + i);
+    for (int64_t j = 0; j < rows; j++, dy += n) {
+        const REAL *xj = x + row_off[j];
+        for (int64_t i = 0; i < body; i += VLEN) {
+            VEC d = VLOAD(dy + i);
 #pragma GCC unroll 12
-        for (int t = 0; t < nt; t++) a[t] = VFMA(VLOAD(src[t] + i), d, a[t]);
-    }
-    if (r) {
-        VEC d = VLOADN(dy + i, r);
+            for (int t = 0; t < nt; t++) a[t] = VFMA(VLOAD(xj + tap_off[t] + i), d, a[t]);
+        }
+        if (r) {
+            VEC d = VLOADN(dy + body, r);
 #pragma GCC unroll 12
-        for (int t = 0; t < nt; t++) a[t] = VFMA(VLOADN(src[t] + i, r), d, a[t]);
+            for (int t = 0; t < nt; t++)
+                a[t] = VFMA(VLOADN(xj + tap_off[t] + body, r), d, a[t]);
+        }
     }
 #pragma GCC unroll 12
     for (int t = 0; t < nt; t++) VSTORE(acc[t], a[t]);
 }
 
-static void TAPDOT_NAME(int64_t n, int64_t ntaps, const REAL *const *src, const REAL *dy,
-                        REAL *const *acc)
+static void TAPDOT_NAME(int64_t rows, int64_t n, const REAL *x, const int64_t *row_off,
+                        const int64_t *tap_off, int64_t ntaps, const REAL *dy, REAL *const *acc)
 {
     /* Even chunks: 9 taps are one chunk, 27 three of 9, not 12 + 12 + 3. */
     int64_t chunks = (ntaps + TAPDOT_MAX - 1) / TAPDOT_MAX;
     for (int64_t t0 = 0; t0 < ntaps; chunks--) {
         int64_t nt = (ntaps - t0 + chunks - 1) / chunks;
-#define PTC_TAPDOT_CASE(k) \
-    case k: PTC_KCAT(TAPDOT_NAME, _chunk)(k, n, src + t0, dy, acc + t0); break;
+#define PTC_TAPDOT_CASE(k)                                                                     \
+    case k:                                                                                    \
+        PTC_KCAT(TAPDOT_NAME, _chunk)(k, rows, n, x, row_off, tap_off + t0, dy, acc + t0);    \
+        break;
         switch (nt) {
             PTC_TAPDOT_CASE(1) PTC_TAPDOT_CASE(2) PTC_TAPDOT_CASE(3) PTC_TAPDOT_CASE(4)
             PTC_TAPDOT_CASE(5) PTC_TAPDOT_CASE(6) PTC_TAPDOT_CASE(7) PTC_TAPDOT_CASE(8)

@@ -49,14 +49,18 @@ typedef void (*ptc_axpy_f32_fn)(int64_t n, float a, const float *x, int64_t incx
 typedef void (*ptc_axpy_f64_fn)(int64_t n, double a, const double *x, int64_t incx, double *y,
                                 int64_t incy);
 
-/* Depthwise kernels over the rows of the kernel's taps (kernel_template.h). */
-typedef void (*ptc_taps_f32_fn)(int64_t n, int64_t ntaps, const float *const *src,
-                                const float *w, float *y);
-typedef void (*ptc_taps_f64_fn)(int64_t n, int64_t ntaps, const double *const *src,
-                                const double *w, double *y);
-typedef void (*ptc_tapdot_f32_fn)(int64_t n, int64_t ntaps, const float *const *src,
+/* Depthwise kernels over a plane's rows of outputs and their taps
+ * (kernel_template.h). */
+typedef void (*ptc_taps_f32_fn)(int64_t rows, int64_t n, const float *x, const int64_t *row_off,
+                                const int64_t *tap_off, int64_t ntaps, const float *w, float *y);
+typedef void (*ptc_taps_f64_fn)(int64_t rows, int64_t n, const double *x, const int64_t *row_off,
+                                const int64_t *tap_off, int64_t ntaps, const double *w,
+                                double *y);
+typedef void (*ptc_tapdot_f32_fn)(int64_t rows, int64_t n, const float *x,
+                                  const int64_t *row_off, const int64_t *tap_off, int64_t ntaps,
                                   const float *dy, float *const *acc);
-typedef void (*ptc_tapdot_f64_fn)(int64_t n, int64_t ntaps, const double *const *src,
+typedef void (*ptc_tapdot_f64_fn)(int64_t rows, int64_t n, const double *x,
+                                  const int64_t *row_off, const int64_t *tap_off, int64_t ntaps,
                                   const double *dy, double *const *acc);
 
 /* dst[i] = src[i] for i < n, with non-temporal stores for the whole 64-byte
