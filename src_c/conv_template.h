@@ -177,9 +177,10 @@ static inline void FN(tiled_rows)(const ptc_geometry *g, const ptc_kernel_set *k
     int64_t rowstep = mid >= 0 ? g->in_stride[mid] : 0;   /* x's rows along dimension mid */
     /* Pairs of offsets interleaved by the kernels' zip, which streams rows of
      * whole lines itself where each starts on a line: no staging. Where x
-     * does not start on a line (a caller's buffer: the Python layer's results
-     * do), its rows go through the stage, since the zip's plain stores would
-     * read every line in first (3-d float32 upsampling: 35% slower). */
+     * does not start on a line (only a caller's own buffer: the Python
+     * layer's results start on one), its rows go through the stage, since
+     * the zip's plain stores would read every line in first (3-d float32
+     * upsampling, one core: 3.24 against 2.96 ms staged). */
     int zip = to_x && kl == 2;
     int zip_streams = zip && stage && (p->in_size[last] * (int64_t)sizeof(REAL)) % 64 == 0 &&
                       (uintptr_t)xg % 64 == 0;
