@@ -5,6 +5,7 @@ thread count from another thread meanwhile neither crashes nor changes a bit
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -167,3 +168,23 @@ def _input_arrays(ops):
 def test_inputs_are_read_only(operations):
     arrays = _input_arrays(operations)
     assert arrays and all(not a.flags.writeable for a in arrays)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this system")
+@pytest.mark.parametrize("confine", ["one CPU", "every CPU"])
+def test_a_caller_confined_to_some_cpus(operations, restore_threads, confine):
+    """The core starts its workers off the caller's CPU where it can (Linux);
+    a caller confined to fewer CPUs than threads, or to one, gets the same
+    bits, and its own CPU set is what it was."""
+    allowed = os.sched_getaffinity(0)
+    expected = _expected(operations, 1)
+    mask = {min(allowed)} if confine == "one CPU" else allowed
+    try:
+        os.sched_setaffinity(0, mask)
+        for threads in (2, len(allowed) + 1):
+            got = _expected(operations, threads)
+            different = [name for name in expected if not _same_bits(expected[name], got[name])]
+            assert not different, f"{threads} threads on {confine} change the bits of {different}"
+            assert os.sched_getaffinity(0) == mask
+    finally:
+        os.sched_setaffinity(0, allowed)
