@@ -496,7 +496,8 @@ def time_row(fns: dict, settings, first=None):
             start = time.perf_counter()
             fn()
             once[name] = time.perf_counter() - start
-        per_round = sum(max(t, settings.min_time) for t in once.values())
+        # A turn: one untimed call (see interleaved_medians), then the timed ones.
+        per_round = sum(t + max(t, settings.min_time) for t in once.values())
         repeats = int(settings.row_seconds / per_round)
         repeats = max(settings.min_repeats, min(settings.max_repeats, repeats))
         seconds.update(workloads.interleaved_medians(fast, repeats=repeats, warmup=0, min_time=settings.min_time))

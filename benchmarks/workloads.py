@@ -144,15 +144,23 @@ def median_seconds(fn, repeats=7, warmup=1, min_time=0.0):
     return statistics.median(samples)
 
 
-def interleaved_medians(fns: dict, repeats=7, warmup=1, min_time=0.0) -> dict:
+def interleaved_medians(fns: dict, repeats=7, warmup=1, min_time=0.0, settle=1) -> dict:
     """Median seconds of each callable, timed round-robin (a, b, c, a, b, c, ...)
-    so that machine noise falls on every contender alike."""
+    so that machine noise falls on every contender alike.
+
+    Each turn starts with `settle` untimed calls. A library's worker threads
+    keep running for a while after its call returns (PyTorch's OpenMP
+    workers busy-wait for several milliseconds; perf sched shows them sharing
+    a core with the next contender's threads), so without them the first
+    timed call of a turn would pay for the previous contender's threads."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     samples = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            for _ in range(settle):
+                fn()
             count = 0
             start = time.perf_counter()
             while True:
