@@ -146,15 +146,21 @@ static void *worker_main(void *arg)
  * start on the caller's CPUs less the one it runs on, the scheduler choosing
  * among those, and take back the caller's whole set as they start. Not when
  * there are more threads than CPUs: then some must share anyway.
- * Sets *allowed to the caller's CPUs and *start to those less its own;
- * returns 0 where the placement is left to the system. */
-static int place_workers(int64_t nthreads, cpu_set_t *allowed, cpu_set_t *start)
+ * Sets *allowed to the caller's CPUs and initialises *attr to start a worker
+ * on them less the caller's own; returns 0 (with *attr not initialised)
+ * where the placement is left to the system. */
+static int place_workers(int64_t nthreads, cpu_set_t *allowed, pthread_attr_t *attr)
 {
     if (pthread_getaffinity_np(pthread_self(), sizeof(cpu_set_t), allowed) != 0) return 0;
     int here = sched_getcpu();
     if (here < 0 || !CPU_ISSET(here, allowed) || CPU_COUNT(allowed) < nthreads) return 0;
-    *start = *allowed;
-    CPU_CLR(here, start);
+    cpu_set_t start = *allowed;
+    CPU_CLR(here, &start);
+    if (pthread_attr_init(attr) != 0) return 0;
+    if (pthread_attr_setaffinity_np(attr, sizeof(start), &start) != 0) {
+        pthread_attr_destroy(attr);
+        return 0;
+    }
     return 1;
 }
 #endif
@@ -181,13 +187,9 @@ ptc_status ptc_parallel_for(int64_t ntasks, int max_threads, ptc_task_fn fn, voi
     worker_arg args[1024];
     int started = 0;
 #ifdef PTC_PLACE_WORKERS
-    cpu_set_t allowed, start;
+    cpu_set_t allowed;
     pthread_attr_t attr;
-    int placed = n > 1 && place_workers(n, &allowed, &start) && pthread_attr_init(&attr) == 0;
-    if (placed && pthread_attr_setaffinity_np(&attr, sizeof(start), &start) != 0) {
-        pthread_attr_destroy(&attr);
-        placed = 0;
-    }
+    int placed = n > 1 && place_workers(n, &allowed, &attr);
 #endif
     for (int i = 1; i < n; i++) {
         args[i].par = &par;
