@@ -28,6 +28,7 @@ static inline __m256i avx2_mask64(int64_t r)
 #define VZERO _mm256_setzero_ps()
 #define VFMA _mm256_fmadd_ps
 #define VADD _mm256_add_ps
+#define VSTREAM _mm256_stream_ps
 #define NV 1
 #define KERNEL_NAME kernel_avx2_f32_1
 #include "kernel_template.h"
@@ -41,7 +42,6 @@ static inline __m256i avx2_mask64(int64_t r)
 #define ZIP_NAME zip_avx2_f32
 #define VZIPLO(a, b) _mm256_permute2f128_ps(_mm256_unpacklo_ps((a), (b)), _mm256_unpackhi_ps((a), (b)), 0x20)
 #define VZIPHI(a, b) _mm256_permute2f128_ps(_mm256_unpacklo_ps((a), (b)), _mm256_unpackhi_ps((a), (b)), 0x31)
-#define VSTREAM _mm256_stream_ps
 #include "kernel_template.h"
 #undef REAL
 #undef VEC
@@ -55,6 +55,7 @@ static inline __m256i avx2_mask64(int64_t r)
 #undef VZERO
 #undef VFMA
 #undef VADD
+#undef VSTREAM
 
 #define REAL double
 #define VEC __m256d
@@ -68,6 +69,7 @@ static inline __m256i avx2_mask64(int64_t r)
 #define VZERO _mm256_setzero_pd()
 #define VFMA _mm256_fmadd_pd
 #define VADD _mm256_add_pd
+#define VSTREAM _mm256_stream_pd
 #define NV 1
 #define KERNEL_NAME kernel_avx2_f64_1
 #include "kernel_template.h"
@@ -81,7 +83,6 @@ static inline __m256i avx2_mask64(int64_t r)
 #define ZIP_NAME zip_avx2_f64
 #define VZIPLO(a, b) _mm256_permute2f128_pd(_mm256_unpacklo_pd((a), (b)), _mm256_unpackhi_pd((a), (b)), 0x20)
 #define VZIPHI(a, b) _mm256_permute2f128_pd(_mm256_unpacklo_pd((a), (b)), _mm256_unpackhi_pd((a), (b)), 0x31)
-#define VSTREAM _mm256_stream_pd
 #include "kernel_template.h"
 #undef REAL
 #undef VEC
@@ -95,6 +96,7 @@ static inline __m256i avx2_mask64(int64_t r)
 #undef VZERO
 #undef VFMA
 #undef VADD
+#undef VSTREAM
 
 static void stream_fence_avx2(void) { _mm_sfence(); }
 

@@ -20,6 +20,7 @@
 #define VZERO _mm512_setzero_ps()
 #define VFMA _mm512_fmadd_ps
 #define VADD _mm512_add_ps
+#define VSTREAM _mm512_stream_ps
 #define NV 1
 #define KERNEL_NAME kernel_avx512_f32_1
 #include "kernel_template.h"
@@ -36,7 +37,6 @@
 #define ZIP_NAME zip_avx512_f32
 #define VZIPLO(a, b) _mm512_permutex2var_ps((a), _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), (b))
 #define VZIPHI(a, b) _mm512_permutex2var_ps((a), _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), (b))
-#define VSTREAM _mm512_stream_ps
 #include "kernel_template.h"
 #undef REAL
 #undef VEC
@@ -50,6 +50,7 @@
 #undef VZERO
 #undef VFMA
 #undef VADD
+#undef VSTREAM
 
 #define REAL double
 #define VEC __m512d
@@ -63,6 +64,7 @@
 #define VZERO _mm512_setzero_pd()
 #define VFMA _mm512_fmadd_pd
 #define VADD _mm512_add_pd
+#define VSTREAM _mm512_stream_pd
 #define NV 1
 #define KERNEL_NAME kernel_avx512_f64_1
 #include "kernel_template.h"
@@ -79,7 +81,6 @@
 #define ZIP_NAME zip_avx512_f64
 #define VZIPLO(a, b) _mm512_permutex2var_pd((a), _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11), (b))
 #define VZIPHI(a, b) _mm512_permutex2var_pd((a), _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15), (b))
-#define VSTREAM _mm512_stream_pd
 #include "kernel_template.h"
 #undef REAL
 #undef VEC
@@ -93,6 +94,7 @@
 #undef VZERO
 #undef VFMA
 #undef VADD
+#undef VSTREAM
 
 static void stream_fence_avx512(void) { _mm_sfence(); }
 

@@ -19,6 +19,7 @@
 #define VZERO 0.0f
 #define VFMA(a, b, c) ((a) * (b) + (c))
 #define VADD(a, b) ((a) + (b))
+#define VSTREAM(p, v) (*(p) = (v))
 #define NV 1
 #define KERNEL_NAME kernel_generic_f32_1
 #include "kernel_template.h"
@@ -50,7 +51,6 @@
 #define ZIP_NAME zip_generic_f32
 #define VZIPLO(a, b) (a)
 #define VZIPHI(a, b) (b)
-#define VSTREAM(p, v) (*(p) = (v))
 #include "kernel_template.h"
 #undef REAL
 #undef VEC
@@ -64,6 +64,7 @@
 #undef VZERO
 #undef VFMA
 #undef VADD
+#undef VSTREAM
 
 #define REAL double
 #define VEC double
@@ -77,6 +78,7 @@
 #define VZERO 0.0
 #define VFMA(a, b, c) ((a) * (b) + (c))
 #define VADD(a, b) ((a) + (b))
+#define VSTREAM(p, v) (*(p) = (v))
 #define NV 1
 #define KERNEL_NAME kernel_generic_f64_1
 #include "kernel_template.h"
@@ -108,7 +110,6 @@
 #define ZIP_NAME zip_generic_f64
 #define VZIPLO(a, b) (a)
 #define VZIPHI(a, b) (b)
-#define VSTREAM(p, v) (*(p) = (v))
 #include "kernel_template.h"
 #undef REAL
 #undef VEC
@@ -122,6 +123,7 @@
 #undef VZERO
 #undef VFMA
 #undef VADD
+#undef VSTREAM
 
 /* Ordinary stores: nothing to order. */
 static void stream_fence_generic(void) {}

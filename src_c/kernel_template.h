@@ -2,14 +2,14 @@
  *   KERNEL_NAME, DOT_NAME (optional), REAL, VEC, VLEN (elements per vector), NV (vectors
  *   per row), MR (rows), DMR x DNR (the dot kernel's tile), VLOAD, VSTORE,
  *   VLOADN / VSTOREN (the first r lanes; a load zeroes the others), VSET1,
- *   VZERO, VFMA(a, b, c) = a * b + c, VADD, with STREAM_NAME VSTREAM (a
- *   non-temporal store to an aligned address), with ZIP_NAME VZIPLO / VZIPHI
- *   (the first and second halves of the lanes of a and b interleaved).
+ *   VZERO, VFMA(a, b, c) = a * b + c, VADD, VSTREAM (a non-temporal store
+ *   to an address aligned to the vector), with ZIP_NAME VZIPLO / VZIPHI (the
+ *   first and second halves of the lanes of a and b interleaved).
  * NR = NV * VLEN. Accumulator tiles live in registers. KERNEL_NAME_rows is the
  * same kernel reading B row k at b_rows[k] + boff (implicit GEMM: rows of the
  * padded input, no unfolded copy). The names that belong to one inclusion (NV,
- * the *_NAME ones, VSTREAM, VZIPLO, VZIPHI) are undefined at its end; the
- * type's macros are the includer's to undefine. */
+ * the *_NAME ones, VZIPLO, VZIPHI) are undefined at its end; the type's
+ * macros are the includer's to undefine. */
 
 #define NR (NV * VLEN)
 #define PTC_KCAT2(a, b) a##b
@@ -45,7 +45,11 @@ static inline __attribute__((always_inline)) void PTC_KCAT(KERNEL_NAME, _body)(
 #pragma GCC unroll 8
             for (int v = 0; v < NV; v++) {
                 REAL *ci = c + i * ldc + v * VLEN;
-                VSTORE(ci, accumulate ? VADD(VLOAD(ci), acc[i][v]) : acc[i][v]);
+                VEC r = accumulate & PTC_TILE_ADD ? VADD(VLOAD(ci), acc[i][v]) : acc[i][v];
+                if (accumulate & PTC_TILE_STREAM)
+                    VSTREAM(ci, r);
+                else
+                    VSTORE(ci, r);
             }
         return;
     }
@@ -56,7 +60,8 @@ static inline __attribute__((always_inline)) void PTC_KCAT(KERNEL_NAME, _body)(
         for (int v = 0; v < NV; v++) VSTORE(tile + i * NR + v * VLEN, acc[i][v]);
     for (int64_t i = 0; i < mr; i++)
         for (int64_t j = 0; j < nr; j++)
-            c[i * ldc + j] = accumulate ? c[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
+            c[i * ldc + j] = accumulate & PTC_TILE_ADD ? c[i * ldc + j] + tile[i * NR + j]
+                                                       : tile[i * NR + j];
 }
 
 static void KERNEL_NAME(int64_t kc, const REAL *a, const REAL *b, int64_t ldb, REAL *c,
@@ -327,6 +332,5 @@ static void ZIP_NAME(int64_t rows, int64_t n, const REAL *a, int64_t lda, int64_
 #undef TAPDOT_NAME
 #undef STREAM_NAME
 #undef ZIP_NAME
-#undef VSTREAM
 #undef VZIPLO
 #undef VZIPHI

@@ -255,6 +255,44 @@ def test_streamed_depth_to_space(name, restore_threads):
         assert into.tobytes() == y.tobytes(), offset
 
 
+# Unfolded forward outputs of 8 MiB and more leave the last k-block's whole
+# register tiles through streaming stores, the partial ones (output channels
+# past the last whole panel, positions past the last whole tile) through
+# ordinary stores; one k-block or several (float64: 341 rows of the patches
+# a block); not with a bias, nor into memory whose rows are not on lines.
+# name: (x shape, w shape, dtype, conv keyword arguments)
+STREAMED_FORWARD = {
+    "pointwise one k-block, partial panel": ((1, 72, 64, 65), (260, 72, 1, 1), np.float64, {}),
+    "3x3 two k-blocks": ((1, 40, 256, 256), (20, 40, 3, 3), np.float64, dict(padding=1)),
+    "float32 pointwise three k-blocks": ((2, 700, 64, 32), (520, 700, 1, 1), np.float32, {}),
+}
+
+
+@pytest.mark.parametrize("name", list(STREAMED_FORWARD))
+def test_streamed_forward(name, restore_threads):
+    x_shape, w_shape, dtype, kw = STREAMED_FORWARD[name]
+    rng = np.random.default_rng(len(name) + 400)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    y = _on_threads(lambda: pytconv.conv(x, w, **kw))
+    assert y.nbytes >= 8 << 20
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    assert_close(y, reference.conv(x64, w64, **kw), reference.conv(abs(x64), abs(w64), **kw),
+                 dtype, name)
+    # Into NaN-filled memory on a line (streamed), 16 bytes past one and one
+    # element past one (stored in the ordinary way): the same bits; with a
+    # bias, the bias added to them.
+    problem = conv_problem("test", x.shape, w.shape, **kw)
+    for offset in (0, 16 // x.itemsize, 1):
+        into = _aligned(np.full(y.shape, np.nan, dtype=dtype), offset)
+        _core.forward(problem, x, w, None, into)
+        assert into.tobytes() == y.tobytes(), offset
+    bias = rng.standard_normal(w_shape[0]).astype(dtype)
+    into = _aligned(np.full(y.shape, np.nan, dtype=dtype), 0)
+    _core.forward(problem, x, w, bias, into)
+    assert into.tobytes() == (y + bias.reshape((-1,) + (1,) * (y.ndim - 2))).tobytes()
+
+
 # The unfolded weight gradient sums its reduction in chunks of about 512
 # positions: parts of an image, or several whole small images at a time (the
 # last group of images partial); it reads dY's rows in place where they are
