@@ -594,12 +594,13 @@ static ptc_status FN(forward_zero_padded)(const ptc_problem *p, const REAL *x, c
      * again here. Needs every tile row on a line: y, its rows (P) and the
      * tile columns (nr) in whole lines; and no bias, which is added to y
      * afterwards. Pointwise 1x1 (y 51 MB float64): 80 -> 93 GFLOP/s on 2
-     * threads, float32 159 -> 176; the 3x3 workloads, y 13 MB float64, the
-     * same either way. */
+     * threads, float32 (26 MB) 159 -> 176; a 3x3 convolution's y of 13 MB
+     * (float64) took the same time either way, and the next layer finds such
+     * a y in the cache if it is not streamed: hence twice STREAM_BYTES. */
     job.stream = !bias && (uintptr_t)y % 64 == 0 && (P * (int64_t)sizeof(REAL)) % 64 == 0 &&
                  (job.nr * (int64_t)sizeof(REAL)) % 64 == 0 &&
                  (double)p->batch * (double)p->out_channels * (double)P * sizeof(REAL) >=
-                     STREAM_BYTES;
+                     2 * STREAM_BYTES;
     job.apack = FN(pack_panels)(w, p->groups, g.cout_g, g.kdim, g.kdim, 1, g.cout_g * g.kdim,
                                 job.mr, &job.npanels);
     if (!job.apack) st = PTC_ERR_NO_MEMORY;
