@@ -15,4 +15,6 @@
 #define TAPDOT(ks) ((ks)->tapdot_f64)
 #define STREAM(ks) ((ks)->stream_f64)
 #define ZIP(ks) ((ks)->zip_f64)
+#define ZIPADD(ks) ((ks)->zipadd_f64)
+#define GATHER(ks) ((ks)->gather_f64)
 #include "conv_template.h"

@@ -15,4 +15,6 @@
 #define TAPDOT(ks) ((ks)->tapdot_f32)
 #define STREAM(ks) ((ks)->stream_f32)
 #define ZIP(ks) ((ks)->zip_f32)
+#define ZIPADD(ks) ((ks)->zipadd_f32)
+#define GATHER(ks) ((ks)->gather_f32)
 #include "conv_template.h"

@@ -32,6 +32,8 @@ typedef void (*FN(rows_fn))(int64_t, const REAL *, const REAL *const *, int64_t,
                             int64_t, int, int64_t, int64_t);
 typedef void (*FN(kernel_fn))(int64_t, const REAL *, const REAL *, int64_t, REAL *, int64_t,
                                int, int64_t, int64_t);
+typedef void (*FN(zipadd_fn))(int64_t, const REAL *, const REAL *, REAL *);
+typedef void (*FN(gather_fn))(int64_t, const REAL *, int64_t, REAL *);
 
 static int64_t FN(min64)(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t FN(round_up)(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
@@ -280,6 +282,7 @@ static void FN(im2col)(const ptc_geometry *g, const REAL *xg, int64_t k0, int64_
         return;
     }
     int64_t s = g->p->stride[g->nd - 1], out_last = g->p->out_size[g->nd - 1];
+    FN(gather_fn) gather = GATHER(ptc_kernels());
     int interior = cs == 1;
     for (int64_t si = 0; si < nseg && interior; si++) interior = segs[si].interior;
     /* Kernel 2, stride 2 along the last dimension (2x downsampling, the
@@ -313,11 +316,9 @@ static void FN(im2col)(const ptc_geometry *g, const REAL *xg, int64_t k0, int64_
                     FN(copy_row)(drow + segs[si].col, xq + segs[si].base + segs[si].o_last,
                                  segs[si].len);
             else
-                for (int64_t si = 0; si < nseg; si++) {
-                    const REAL *src = xq + segs[si].base + segs[si].o_last * s;
-                    REAL *d = drow + segs[si].col;
-                    for (int64_t j = 0; j < segs[si].len; j++) d[j] = src[j * s];
-                }
+                for (int64_t si = 0; si < nseg; si++)
+                    gather(segs[si].len, xq + segs[si].base + segs[si].o_last * s, s,
+                           drow + segs[si].col);
             continue;
         }
         for (int64_t si = 0; si < nseg; si++) {
@@ -332,6 +333,8 @@ static void FN(im2col)(const ptc_geometry *g, const REAL *xg, int64_t k0, int64_
                 const REAL *src = xc + off + lo * s + shift;
                 if (cs == 1 && s == 1)
                     FN(copy_row)(d + a, src, b - a);
+                else if (cs == 1)
+                    gather(b - a, src, s, d + a);
                 else
                     for (j = a; j < b; j++) d[j * cs] = src[(j - a) * s];
             }
@@ -346,16 +349,18 @@ static void FN(col2im)(const ptc_geometry *g, REAL *dxg, int64_t k0, int64_t kc,
                        const ptc_segment *segs, int64_t nseg, const REAL *src, int64_t rs)
 {
     int last = g->nd - 1;
-    int64_t s = g->p->stride[last];
-    /* Kernel 2, stride 2 along the last dimension (2x upsampling): the rows of
-     * offsets 0 and 1 interleave into one contiguous run, added as pairs. */
-    int pairs = s == 2 && g->p->kernel[last] == 2 && g->p->dilation[last] == 1;
+    int64_t s = g->p->stride[last], kl = g->p->kernel[last];
+    FN(zipadd_fn) zipadd = ZIPADD(ptc_kernels());
+    /* Stride 2 along the last dimension, no dilation (2x upsampling): the rows
+     * of offsets 2m and 2m + 1 of that dimension interleave into one
+     * contiguous run, added as pairs, a vector of each at a time. */
+    int pairs = s == 2 && kl >= 2 && g->p->dilation[last] == 1;
     for (int64_t r = 0; r < kc; r++) {
         int64_t kk = k0 + r, ci = kk / g->kvol, q = kk % g->kvol;
         REAL *dxc = dxg + ci * g->in_spatial;
         int64_t shift = g->shift[q];
         const REAL *srow = src + r * rs;
-        if (pairs && q % 2 == 0 && r + 1 < kc) {
+        if (pairs && q % kl % 2 == 0 && q % kl + 1 < kl && r + 1 < kc) {
             const REAL *srow1 = srow + rs;
             for (int64_t si = 0; si < nseg; si++) {
                 const ptc_segment *sg = &segs[si];
@@ -368,14 +373,7 @@ static void FN(col2im)(const ptc_geometry *g, REAL *dxg, int64_t k0, int64_t kc,
                 const REAL *c0 = srow + sg->col - sg->o_last, *c1 = srow1 + sg->col - sg->o_last;
                 for (int64_t o = lo0; o < hi0 && o < lo; o++) row[2 * o] += c0[o];
                 for (int64_t o = lo1; o < hi1 && o < lo; o++) row[2 * o + 1] += c1[o];
-                if (hi > lo) {
-                    REAL *d = row + 2 * lo;
-                    const REAL *a = c0 + lo, *b = c1 + lo;
-                    for (int64_t j = 0; j < hi - lo; j++) {
-                        d[2 * j] += a[j];
-                        d[2 * j + 1] += b[j];
-                    }
-                }
+                if (hi > lo) zipadd(hi - lo, c0 + lo, c1 + lo, row + 2 * lo);
                 for (int64_t o = hi > lo0 ? hi : lo0; o < hi0; o++) row[2 * o] += c0[o];
                 for (int64_t o = hi > lo1 ? hi : lo1; o < hi1; o++)
                     row[2 * o + 1] += c1[o];

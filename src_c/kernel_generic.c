@@ -49,6 +49,9 @@
 #define TAPDOT_NAME tapdot_generic_f32
 #define STREAM_NAME stream_generic_f32
 #define ZIP_NAME zip_generic_f32
+#define ZIPADD_NAME zipadd_generic_f32
+#define GATHER_NAME gather_generic_f32
+#define VUNZIP(a, b) (a)
 #define VZIPLO(a, b) (a)
 #define VZIPHI(a, b) (b)
 #include "kernel_template.h"
@@ -108,6 +111,9 @@
 #define TAPDOT_NAME tapdot_generic_f64
 #define STREAM_NAME stream_generic_f64
 #define ZIP_NAME zip_generic_f64
+#define ZIPADD_NAME zipadd_generic_f64
+#define GATHER_NAME gather_generic_f64
+#define VUNZIP(a, b) (a)
 #define VZIPLO(a, b) (a)
 #define VZIPHI(a, b) (b)
 #include "kernel_template.h"
@@ -137,5 +143,7 @@ const ptc_kernel_set ptc_kernels_generic = {
     DMR, DNR, dot_generic_f32, dot_generic_f64,
     axpy_generic_f32, axpy_generic_f64,
     taps_generic_f32, taps_generic_f64, tapdot_generic_f32, tapdot_generic_f64,
-    stream_generic_f32, stream_generic_f64, zip_generic_f32, zip_generic_f64, stream_fence_generic,
+    stream_generic_f32, stream_generic_f64, zip_generic_f32, zip_generic_f64,
+    zipadd_generic_f32, zipadd_generic_f64, gather_generic_f32, gather_generic_f64,
+    stream_fence_generic,
 };

@@ -4,12 +4,13 @@
  *   VLOADN / VSTOREN (the first r lanes; a load zeroes the others), VSET1,
  *   VZERO, VFMA(a, b, c) = a * b + c, VADD, VSTREAM (a non-temporal store
  *   to an address aligned to the vector), with ZIP_NAME VZIPLO / VZIPHI (the
- *   first and second halves of the lanes of a and b interleaved).
+ *   first and second halves of the lanes of a and b interleaved; also for
+ *   ZIPADD_NAME), with GATHER_NAME VUNZIP (the even lanes of a followed by those of b).
  * NR = NV * VLEN. Accumulator tiles live in registers. KERNEL_NAME_rows is the
  * same kernel reading B row k at b_rows[k] + boff (implicit GEMM: rows of the
  * padded input, no unfolded copy). The names that belong to one inclusion (NV,
- * the *_NAME ones, VZIPLO, VZIPHI) are undefined at its end; the type's
- * macros are the includer's to undefine. */
+ * the *_NAME ones, VZIPLO, VZIPHI, VUNZIP) are undefined at its end; the
+ * type's macros are the includer's to undefine. */
 
 #define NR (NV * VLEN)
 #define PTC_KCAT2(a, b) a##b
@@ -319,6 +320,57 @@ static void ZIP_NAME(int64_t rows, int64_t n, const REAL *a, int64_t lda, int64_
 }
 #endif
 
+#ifdef ZIPADD_NAME
+/* d[2j] += a[j], d[2j + 1] += b[j] for j < n: two rows of C added into one
+ * row of dx, interleaved (a 2x upsampling's pair of kernel offsets), a
+ * vector of each at a time, the last r < VLEN masked. */
+static void ZIPADD_NAME(int64_t n, const REAL *a, const REAL *b, REAL *d)
+{
+    int64_t r = n % VLEN, body = n - r;
+    for (int64_t j = 0; j < body; j += VLEN) {
+        VEC va = VLOAD(a + j), vb = VLOAD(b + j);
+        REAL *dj = d + 2 * j;
+        VSTORE(dj, VADD(VLOAD(dj), VZIPLO(va, vb)));
+        VSTORE(dj + VLEN, VADD(VLOAD(dj + VLEN), VZIPHI(va, vb)));
+    }
+    if (r) {
+        REAL *dj = d + 2 * body;
+        VEC va = VLOADN(a + body, r), vb = VLOADN(b + body, r);
+        VEC lo = VZIPLO(va, vb), hi = VZIPHI(va, vb);
+        if (2 * r >= VLEN) {
+            VSTORE(dj, VADD(VLOAD(dj), lo));
+            if (2 * r > VLEN)
+                VSTOREN(dj + VLEN, 2 * r - VLEN, VADD(VLOADN(dj + VLEN, 2 * r - VLEN), hi));
+        } else {
+            VSTOREN(dj, 2 * r, VADD(VLOADN(dj, 2 * r), lo));
+        }
+    }
+}
+#endif
+
+#ifdef GATHER_NAME
+/* dst[j] = src[j * s] for j < n. Stride 2, the common one, a vector at a
+ * time: two vectors of src, their even lanes (VUNZIP); the last 1..VLEN
+ * outputs through masked loads of the 2r - 1 elements they need, so that
+ * nothing past src[2 (n - 1)] is read (it may lie past the input). Other
+ * strides element by element. */
+static void GATHER_NAME(int64_t n, const REAL *src, int64_t s, REAL *dst)
+{
+    if (s != 2) {
+        for (int64_t j = 0; j < n; j++) dst[j] = src[j * s];
+        return;
+    }
+    if (n < 1) return;
+    int64_t j = 0;
+    for (; j + VLEN < n; j += VLEN)
+        VSTORE(dst + j, VUNZIP(VLOAD(src + 2 * j), VLOAD(src + 2 * j + VLEN)));
+    int64_t r = n - j, m = 2 * r - 1; /* 1 <= r <= VLEN */
+    VEC a = VLOADN(src + 2 * j, m < VLEN ? m : VLEN);
+    VEC b = m > VLEN ? VLOADN(src + 2 * j + VLEN, m - VLEN) : VZERO;
+    VSTOREN(dst + j, r, VUNZIP(a, b));
+}
+#endif
+
 /* The names of this inclusion are used up; the type's macros (REAL, VEC,
  * VLEN, MR, VLOAD, ...) stay for the next one. */
 #undef NR
@@ -332,5 +384,8 @@ static void ZIP_NAME(int64_t rows, int64_t n, const REAL *a, int64_t lda, int64_
 #undef TAPDOT_NAME
 #undef STREAM_NAME
 #undef ZIP_NAME
+#undef ZIPADD_NAME
+#undef GATHER_NAME
 #undef VZIPLO
 #undef VZIPHI
+#undef VUNZIP

@@ -82,6 +82,15 @@ typedef void (*ptc_zip_f32_fn)(int64_t rows, int64_t n, const float *a, int64_t 
 typedef void (*ptc_zip_f64_fn)(int64_t rows, int64_t n, const double *a, int64_t lda,
                                int64_t boff, double *dst, int64_t ldd, int stream);
 
+/* d[2j] += a[j], d[2j + 1] += b[j] for j < n (kernel_template.h). */
+typedef void (*ptc_zipadd_f32_fn)(int64_t n, const float *a, const float *b, float *d);
+typedef void (*ptc_zipadd_f64_fn)(int64_t n, const double *a, const double *b, double *d);
+/* dst[j] = src[j * s] for j < n, reading nothing past src[(n - 1) * s]
+ * (kernel_template.h): the rows of unfolded patches of strided convolutions,
+ * vectorised for stride 2. */
+typedef void (*ptc_gather_f32_fn)(int64_t n, const float *src, int64_t s, float *dst);
+typedef void (*ptc_gather_f64_fn)(int64_t n, const double *src, int64_t s, double *dst);
+
 #define PTC_MAX_NV 8
 
 /* One ISA's kernels. f32[v - 1] computes a tile of mr_f32 rows and
@@ -109,6 +118,10 @@ typedef struct {
     ptc_stream_f64_fn stream_f64;
     ptc_zip_f32_fn zip_f32;
     ptc_zip_f64_fn zip_f64;
+    ptc_zipadd_f32_fn zipadd_f32;
+    ptc_zipadd_f64_fn zipadd_f64;
+    ptc_gather_f32_fn gather_f32;
+    ptc_gather_f64_fn gather_f64;
     void (*stream_fence)(void);
 } ptc_kernel_set;
 

@@ -276,6 +276,40 @@ def test_every_simd_path_matches_the_reference(simd, tmp_path):
             assert_close(got[name + "_" + np.dtype(dtype).name], ref, scale, dtype, f"{simd} {name}")
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mprotect through ctypes: Linux")
+@pytest.mark.parametrize("simd", ["generic", "avx2", "avx512"])
+def test_strided_unfolding_reads_nothing_past_the_input(simd):
+    """The unfolding of stride-2 windows reads its rows two vectors at a time,
+    the last ones masked; the last window of the last row ends on the input's
+    last element, which here lies just before a page that may not be read: a
+    read past it would kill the process."""
+    code = """
+        import ctypes, mmap, numpy as np, pytconv
+        page = mmap.PAGESIZE
+        buf = mmap.mmap(-1, 3 * page)
+        base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        assert libc.mprotect(base + 2 * page, page, 0) == 0, ctypes.get_errno()
+        rng = np.random.default_rng(5)
+        for dtype in (np.float32, np.float64):
+            # rows of 15, 16 (whole vectors) and 17 windows
+            for shape, w_shape in (((1, 2, 9, 31), (3, 2, 3, 3)), ((1, 2, 5, 33), (3, 2, 3, 3)),
+                                   ((1, 3, 5, 37), (2, 3, 1, 5))):
+                n = int(np.prod(shape))
+                size = n * np.dtype(dtype).itemsize
+                x = np.frombuffer(buf, dtype, n, 2 * page - size).reshape(shape)
+                x[...] = rng.standard_normal(shape)
+                w = rng.standard_normal(w_shape).astype(dtype)
+                y = pytconv.conv(x, w, stride=2)
+                assert y.shape[-1] == (shape[-1] - w_shape[-1]) // 2 + 1
+                pytconv.conv_weight_grad(x, w.shape, np.ones_like(y), stride=2)
+                assert np.allclose(y, pytconv.conv(x.copy(), w, stride=2))
+        print("ok")
+    """
+    assert _python(code, PYTCONV_SIMD=simd).strip().endswith("ok")
+
+
 @functools.lru_cache(maxsize=None)
 def _big_references(dtype):
     return {name: _reference(*op) for name, op in _operations(dtype, seed=4, big=True).items()}

@@ -91,6 +91,13 @@ TRANSPOSED_PATHS = {
     "disjoint padded": ((1, 3, 4, 5, 4), (3, 2, 2, 2, 2), dict(stride=2, padding=1)),
     "disjoint output padding": ((1, 3, 4, 3, 5), (3, 2, 2, 2, 2), dict(stride=2, output_padding=1)),
     "overlapping 4d": ((1, 3, 3, 4, 3, 3), (3, 2, 3, 3, 3, 3), dict(stride=2, padding=1)),
+    # overlapping windows at stride 2: the last dimension's offsets added in
+    # pairs (0 and 1, 2 and 3; a kernel of 3 leaves 2 alone), rows of 3, 9, 13
+    # and 21 pairs (the vectors' masked tails), with padding cutting off ends
+    "overlapping k4 s2 pairs": ((2, 3, 5, 21), (3, 4, 4, 4), dict(stride=2, padding=1)),
+    "overlapping k3 s2 pairs": ((1, 4, 6, 13), (4, 3, 3, 3), dict(stride=2, padding=1)),
+    "overlapping k(2,4) s2 pairs": ((1, 2, 4, 9), (2, 3, 2, 4), dict(stride=2, padding=(0, 2))),
+    "overlapping 1d k6 s2 pairs": ((2, 3, 3), (3, 2, 6), dict(stride=2)),
     # 1-d long kernels: C^T added straight into dx, rows of a tile overlapping
     # (stride below the tile width) or not, with padding cut off, and groups
     "long kernel 1d": ((2, 3, 20), (3, 2, 100), dict(stride=7)),
