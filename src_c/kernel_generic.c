@@ -51,7 +51,7 @@
 #define ZIP_NAME zip_generic_f32
 #define ZIPADD_NAME zipadd_generic_f32
 #define GATHER_NAME gather_generic_f32
-#define VUNZIP(a, b) (a)
+#define VUNZIP(a, b) ((void)(b), (a))
 #define VZIPLO(a, b) (a)
 #define VZIPHI(a, b) (b)
 #include "kernel_template.h"
@@ -113,7 +113,7 @@
 #define ZIP_NAME zip_generic_f64
 #define ZIPADD_NAME zipadd_generic_f64
 #define GATHER_NAME gather_generic_f64
-#define VUNZIP(a, b) (a)
+#define VUNZIP(a, b) ((void)(b), (a))
 #define VZIPLO(a, b) (a)
 #define VZIPHI(a, b) (b)
 #include "kernel_template.h"
