@@ -65,22 +65,6 @@ static int64_t FN(leading_dim)(int64_t n, int64_t nr)
     return ld;
 }
 
-/* dst[0..n) = src[0..n) for the short rows of N-d volumes (8 or 12
- * elements), in fixed-size pieces the compiler turns into vector moves. */
-static inline void FN(copy_row)(REAL *d, const REAL *src, int64_t n)
-{
-    for (; n >= 16; n -= 16, d += 16, src += 16) memcpy(d, src, 16 * sizeof(REAL));
-    if (n >= 8) {
-        memcpy(d, src, 8 * sizeof(REAL));
-        d += 8, src += 8, n -= 8;
-    }
-    if (n >= 4) {
-        memcpy(d, src, 4 * sizeof(REAL));
-        d += 4, src += 4, n -= 4;
-    }
-    for (; n > 0; n--) *d++ = *src++;
-}
-
 /* Rows bound for consecutive addresses of dx, gathered in a small buffer
  * and written out with the kernels' streaming stores: whole cache lines,
  * none of them read first (see tiled_rows). */
@@ -272,23 +256,18 @@ static void FN(depth_to_space)(const ptc_geometry *g, const ptc_kernel_set *ks, 
 }
 
 /* Rows k0..k0+kc-1 of the unfolded patches of one image and group, for the
- * output positions of `segs`, into dst[r * rs + c * cs] (c: column in tile). */
+ * output positions of `segs`, into dst[r * rs + c] (c: column in tile). */
 static void FN(im2col)(const ptc_geometry *g, const REAL *xg, int64_t k0, int64_t kc,
-                       const ptc_segment *segs, int64_t nseg, REAL *dst, int64_t rs,
-                       int64_t cs)
+                       const ptc_segment *segs, int64_t nseg, REAL *dst, int64_t rs)
 {
-    if (g->tiled && cs == 1) {
+    if (g->tiled) {
         FN(space_to_depth)(g, xg, k0, kc, segs, nseg, dst, rs);
         return;
     }
     int64_t s = g->p->stride[g->nd - 1], out_last = g->p->out_size[g->nd - 1];
     FN(gather_fn) gather = GATHER(ptc_kernels());
-    int interior = cs == 1;
+    int interior = 1;
     for (int64_t si = 0; si < nseg && interior; si++) interior = segs[si].interior;
-    /* Kernel 2, stride 2 along the last dimension (2x downsampling, the
-     * gradient of 2x upsampling): offsets q and q + 1 read one contiguous run,
-     * split into their two rows (the mirror of col2im's pairs). */
-    int pairs = s == 2 && g->p->kernel[g->nd - 1] == 2 && g->p->dilation[g->nd - 1] == 1;
     for (int64_t r = 0; r < kc; r++) {
         int64_t kk = k0 + r, ci = kk / g->kvol, q = kk % g->kvol;
         const REAL *xc = xg + ci * g->in_spatial;
@@ -298,47 +277,20 @@ static void FN(im2col)(const ptc_geometry *g, const REAL *xg, int64_t k0, int64_
             /* No segment of the tile touches the padding for this offset (the
              * rule once x is padded first): plain row copies. */
             const REAL *xq = xc + g->outer_delta[q] + shift;
-            if (pairs && q % 2 == 0 && r + 1 < kc && g->last_lo[q + 1] <= 0 &&
-                g->last_hi[q + 1] >= out_last) {
-                for (int64_t si = 0; si < nseg; si++) {
-                    const REAL *src = xq + segs[si].base + segs[si].o_last * 2;
-                    REAL *d0 = drow + segs[si].col, *d1 = d0 + rs;
-                    for (int64_t j = 0; j < segs[si].len; j++) {
-                        d0[j] = src[2 * j];
-                        d1[j] = src[2 * j + 1];
-                    }
-                }
-                r++;
-                continue;
-            }
-            if (s == 1)
-                for (int64_t si = 0; si < nseg; si++)
-                    FN(copy_row)(drow + segs[si].col, xq + segs[si].base + segs[si].o_last,
-                                 segs[si].len);
-            else
-                for (int64_t si = 0; si < nseg; si++)
-                    gather(segs[si].len, xq + segs[si].base + segs[si].o_last * s, s,
-                           drow + segs[si].col);
+            for (int64_t si = 0; si < nseg; si++)
+                gather(segs[si].len, xq + segs[si].base + segs[si].o_last * s, s,
+                       drow + segs[si].col);
             continue;
         }
         for (int64_t si = 0; si < nseg; si++) {
             const ptc_segment *sg = &segs[si];
-            REAL *d = drow + sg->col * cs;
+            REAL *d = drow + sg->col;
             int64_t off = ptc_row_offset(g, sg, q), lo = 0, hi = 0;
             if (off >= 0) ptc_last_dim_range(g, q, sg->o_last, sg->len, &lo, &hi);
             int64_t a = hi > lo ? lo - sg->o_last : sg->len, b = hi > lo ? hi - sg->o_last : sg->len;
-            int64_t j = 0;
-            for (; j < a; j++) d[j * cs] = 0;
-            if (b > a) {
-                const REAL *src = xc + off + lo * s + shift;
-                if (cs == 1 && s == 1)
-                    FN(copy_row)(d + a, src, b - a);
-                else if (cs == 1)
-                    gather(b - a, src, s, d + a);
-                else
-                    for (j = a; j < b; j++) d[j * cs] = src[(j - a) * s];
-            }
-            for (j = b; j < sg->len; j++) d[j * cs] = 0;
+            for (int64_t j = 0; j < a; j++) d[j] = 0;
+            if (b > a) gather(b - a, xc + off + lo * s + shift, s, d + a);
+            for (int64_t j = b; j < sg->len; j++) d[j] = 0;
         }
     }
 }
@@ -517,7 +469,7 @@ static ptc_status FN(forward_task)(void *vjob, int64_t t, int tid, ptc_parallel 
         int64_t kc = FN(min64)(job->kc, g->kdim - k0);
         int flags = (k0 > 0 ? PTC_TILE_ADD : 0) |
                     (job->stream && k0 + kc == g->kdim ? PTC_TILE_STREAM : 0);
-        FN(im2col)(g, xg, k0, kc, s->segs, nseg, s->buf_b, job->ldb, 1);
+        FN(im2col)(g, xg, k0, kc, s->segs, nseg, s->buf_b, job->ldb);
         for (int64_t j0 = 0; j0 < nc; j0 += job->nr) {
             int64_t ncols = FN(min64)(job->nr, nc - j0);
             FN(kernel_fn) kern = FN(kernel_for)(job, ncols);
@@ -1112,7 +1064,7 @@ static ptc_status FN(backward_filter_task)(void *vjob, int64_t t, int tid, ptc_p
                 runs[m].aoff = fj->dy_direct ? m * dy_image : m * ldk;
                 if (!in_place)
                     FN(im2col)(g, xg0 + m * x_image, kk0, nb, s->segs, nseg, cols + m * ldk,
-                               ldr, 1);
+                               ldr);
                 if (!fj->dy_direct)
                     for (int64_t co = 0; co < g->cout_g; co++)
                         memcpy(dys + co * ldr + m * ldk,

@@ -349,13 +349,20 @@ static void ZIPADD_NAME(int64_t n, const REAL *a, const REAL *b, REAL *d)
 #endif
 
 #ifdef GATHER_NAME
-/* dst[j] = src[j * s] for j < n. Stride 2, the common one, a vector at a
- * time: two vectors of src, their even lanes (VUNZIP); the last 1..VLEN
- * outputs through masked loads of the 2r - 1 elements they need, so that
- * nothing past src[2 (n - 1)] is read (it may lie past the input). Other
- * strides element by element. */
+/* dst[j] = src[j * s] for j < n. Stride 1 a vector at a time, the last r <
+ * VLEN masked (rows as short as 8 or 12 in N-d volumes: one or two vector
+ * moves). Stride 2 too: two vectors of src, their even lanes (VUNZIP); the
+ * last 1..VLEN outputs through masked loads of the 2r - 1 elements they need,
+ * so that nothing past src[2 (n - 1)] is read (it may lie past the input).
+ * Other strides element by element. */
 static void GATHER_NAME(int64_t n, const REAL *src, int64_t s, REAL *dst)
 {
+    if (s == 1) {
+        int64_t j = 0;
+        for (; j + VLEN <= n; j += VLEN) VSTORE(dst + j, VLOAD(src + j));
+        if (j < n) VSTOREN(dst + j, n - j, VLOADN(src + j, n - j));
+        return;
+    }
     if (s != 2) {
         for (int64_t j = 0; j < n; j++) dst[j] = src[j * s];
         return;

@@ -86,8 +86,8 @@ typedef void (*ptc_zip_f64_fn)(int64_t rows, int64_t n, const double *a, int64_t
 typedef void (*ptc_zipadd_f32_fn)(int64_t n, const float *a, const float *b, float *d);
 typedef void (*ptc_zipadd_f64_fn)(int64_t n, const double *a, const double *b, double *d);
 /* dst[j] = src[j * s] for j < n, reading nothing past src[(n - 1) * s]
- * (kernel_template.h): the rows of unfolded patches of strided convolutions,
- * vectorised for stride 2. */
+ * (kernel_template.h): the rows of unfolded patches, vectorised for strides 1
+ * and 2. */
 typedef void (*ptc_gather_f32_fn)(int64_t n, const float *src, int64_t s, float *dst);
 typedef void (*ptc_gather_f64_fn)(int64_t n, const double *src, int64_t s, double *dst);
 
