@@ -55,6 +55,12 @@ CONV_PATHS = {
     "tiled 1d k4 leftover": ((2, 3, 30), (2, 3, 4), dict(stride=4)),
     "tiled k(2,1)": ((1, 5, 6, 7), (3, 5, 2, 1), dict(stride=(2, 1))),
     "tiled k(3,2) blocks at odd offsets": ((1, 59, 6, 8), (4, 59, 3, 2), dict(stride=(3, 2))),
+    # pointwise (kernel 1, stride 1, no padding): the patches are x's rows,
+    # read in place, whole strips of the register tile from x and a last,
+    # narrower strip copied; groups, and channels in several k-blocks
+    "pointwise in place": ((2, 5, 7, 9), (6, 5, 1, 1), dict()),
+    "pointwise in place groups k-blocks": ((1, 700, 3, 50), (20, 350, 1, 1), dict(groups=2)),
+    "pointwise 1d whole strips": ((2, 9, 96), (4, 9, 1), dict()),
     # direct depthwise (one input channel per group): rows longer than a
     # register block, between one vector and a block, narrower than a vector
     "depthwise 2d": ((2, 6, 9, 70), (6, 1, 3, 3), dict(padding=1, groups=6)),
