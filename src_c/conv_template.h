@@ -569,7 +569,7 @@ static ptc_status FN(forward_zero_padded)(const ptc_problem *p, const REAL *x, c
      * in the weight gradient): the kernels read them in place, with no copy
      * into B (pointwise 1x1 on 2 threads: float64 -6%, float32 -8%; its
      * input gradient, a flipped pointwise forward, -14%). */
-    job.b_in_place = g.kvol == 1 && g.tiled_exactly;
+    job.b_in_place = ptc_patches_are_channels(&g);
     job.apack = FN(pack_panels)(w, p->groups, g.cout_g, g.kdim, g.kdim, 1, g.cout_g * g.kdim,
                                 job.mr, &job.npanels);
     if (!job.apack) st = PTC_ERR_NO_MEMORY;
@@ -1059,7 +1059,7 @@ static ptc_status FN(backward_filter_task)(void *vjob, int64_t t, int tid, ptc_p
     for (int64_t r = 0; r < nb_pad; r++) rows[r] = cols + r * ldr;
     /* A pointwise convolution's patches are the channels of x themselves: read
      * in place (rows past nb repeat the last, for sums that are never read). */
-    int in_place = g->kvol == 1 && g->tiled_exactly;
+    int in_place = ptc_patches_are_channels(g);
     ptc_dot_run runs[FILTER_IMAGES];
 
     for (int64_t n0 = 0; n0 < p->batch; n0 += imgs) {

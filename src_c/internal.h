@@ -38,6 +38,13 @@ typedef struct {
     int tiled, tiled_exactly;
 } ptc_geometry;
 
+/* A pointwise convolution (kernel 1, stride 1, no padding): row kk of its
+ * unfolded patches is channel kk of the input itself, read where it is. */
+static inline int ptc_patches_are_channels(const ptc_geometry *g)
+{
+    return g->kvol == 1 && g->tiled_exactly;
+}
+
 ptc_status ptc_geometry_init(ptc_geometry *g, const ptc_problem *p);
 int64_t ptc_geometry_in_volume(const ptc_problem *p); /* prod(in_size) */
 /* Share of output rows (all dimensions but the last) whose windows lie inside
