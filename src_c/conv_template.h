@@ -625,8 +625,8 @@ static ptc_status FN(backward_data_task)(void *vjob, int64_t t, int tid, ptc_par
                 FN(kernel_fn) kern = FN(kernel_for)(job, ncols);
                 for (int64_t i0 = 0; i0 < rows; i0 += job->mr)
                     kern(kc, ablk + (i0 / job->mr) * job->mr * g->cout_g + k0 * job->mr,
-                         s->buf_b + j0, job->ldb, s->buf_c + i0 * job->ldc + j0, job->ldc, k0 > 0,
-                         FN(min64)(job->mr, rows - i0), ncols);
+                         s->buf_b + j0, job->ldb, s->buf_c + i0 * job->ldc + j0, job->ldc,
+                         k0 > 0 ? PTC_TILE_ADD : 0, FN(min64)(job->mr, rows - i0), ncols);
             }
         }
         if (job->assign) {
@@ -835,8 +835,8 @@ static ptc_status FN(long_data_task)(void *vjob, int64_t t, int tid, ptc_paralle
                 FN(kernel_fn) kern = FN(kernel_for)(base, ncols);
                 const REAL *b = bch + (jp * K + k0) * nr;
                 for (int64_t i0 = 0; i0 < mc; i0 += mr)
-                    kern(kc, a + i0 * K + k0 * mr, b, nr, target + (p0 + i0) * s + j0, s, 1,
-                         FN(min64)(mr, mc - i0), ncols);
+                    kern(kc, a + i0 * K + k0 * mr, b, nr, target + (p0 + i0) * s + j0, s,
+                         PTC_TILE_ADD, FN(min64)(mr, mc - i0), ncols);
             }
         }
         if (ptc_poll(par, tid)) return PTC_OK;
@@ -941,8 +941,8 @@ static ptc_status FN(long_filter_task)(void *vjob, int64_t t, int tid, ptc_paral
                 int64_t ncols = FN(min64)(nr, k - j0);
                 FN(kernel_fn) kern = FN(kernel_for)(base, ncols);
                 for (int64_t i0 = 0; i0 < mrows; i0 += mr)
-                    kern(kc, a + i0 * base->kc, xp + p0 * s + j0, s, c + i0 * ldc + j0, ldc, !first,
-                         FN(min64)(mr, mrows - i0), ncols);
+                    kern(kc, a + i0 * base->kc, xp + p0 * s + j0, s, c + i0 * ldc + j0, ldc,
+                         first ? 0 : PTC_TILE_ADD, FN(min64)(mr, mrows - i0), ncols);
             }
         }
         if (ptc_poll(par, tid)) return PTC_OK;
@@ -1744,7 +1744,7 @@ static ptc_status FN(forward_implicit_task)(void *vjob, int64_t t, int tid, ptc_
                 int64_t kc = FN(min64)(job->kc, g->kdim - k0);
                 for (int64_t i0 = 0; i0 < g->cout_g; i0 += job->mr)
                     kern(kc, ag + (i0 / job->mr) * job->mr * g->kdim + k0 * job->mr, brows + k0,
-                         vb + j0, ct + i0 * job->nr, job->nr, k0 > 0,
+                         vb + j0, ct + i0 * job->nr, job->nr, k0 > 0 ? PTC_TILE_ADD : 0,
                          FN(min64)(job->mr, g->cout_g - i0), ncols);
             }
             /* Keep the columns that are outputs: padded column v is output row

@@ -18,7 +18,7 @@
 
 static inline __attribute__((always_inline)) void PTC_KCAT(KERNEL_NAME, _body)(
     int64_t kc, const REAL *a, const REAL *b, int64_t ldb, const REAL *const *b_rows,
-    int64_t boff, REAL *c, int64_t ldc, int accumulate, int64_t mr, int64_t nr)
+    int64_t boff, REAL *c, int64_t ldc, int flags, int64_t mr, int64_t nr)
 {
     VEC acc[MR][NV];
 #pragma GCC unroll 32
@@ -46,8 +46,8 @@ static inline __attribute__((always_inline)) void PTC_KCAT(KERNEL_NAME, _body)(
 #pragma GCC unroll 8
             for (int v = 0; v < NV; v++) {
                 REAL *ci = c + i * ldc + v * VLEN;
-                VEC r = accumulate & PTC_TILE_ADD ? VADD(VLOAD(ci), acc[i][v]) : acc[i][v];
-                if (accumulate & PTC_TILE_STREAM)
+                VEC r = flags & PTC_TILE_ADD ? VADD(VLOAD(ci), acc[i][v]) : acc[i][v];
+                if (flags & PTC_TILE_STREAM)
                     VSTREAM(ci, r);
                 else
                     VSTORE(ci, r);
@@ -61,21 +61,21 @@ static inline __attribute__((always_inline)) void PTC_KCAT(KERNEL_NAME, _body)(
         for (int v = 0; v < NV; v++) VSTORE(tile + i * NR + v * VLEN, acc[i][v]);
     for (int64_t i = 0; i < mr; i++)
         for (int64_t j = 0; j < nr; j++)
-            c[i * ldc + j] = accumulate & PTC_TILE_ADD ? c[i * ldc + j] + tile[i * NR + j]
-                                                       : tile[i * NR + j];
+            c[i * ldc + j] = flags & PTC_TILE_ADD ? c[i * ldc + j] + tile[i * NR + j]
+                                                  : tile[i * NR + j];
 }
 
 static void KERNEL_NAME(int64_t kc, const REAL *a, const REAL *b, int64_t ldb, REAL *c,
-                        int64_t ldc, int accumulate, int64_t mr, int64_t nr)
+                        int64_t ldc, int flags, int64_t mr, int64_t nr)
 {
-    PTC_KCAT(KERNEL_NAME, _body)(kc, a, b, ldb, NULL, 0, c, ldc, accumulate, mr, nr);
+    PTC_KCAT(KERNEL_NAME, _body)(kc, a, b, ldb, NULL, 0, c, ldc, flags, mr, nr);
 }
 
 static void PTC_KCAT(KERNEL_NAME, _rows)(int64_t kc, const REAL *a, const REAL *const *b_rows,
-                                          int64_t boff, REAL *c, int64_t ldc, int accumulate,
+                                          int64_t boff, REAL *c, int64_t ldc, int flags,
                                           int64_t mr, int64_t nr)
 {
-    PTC_KCAT(KERNEL_NAME, _body)(kc, a, NULL, 0, b_rows, boff, c, ldc, accumulate, mr, nr);
+    PTC_KCAT(KERNEL_NAME, _body)(kc, a, NULL, 0, b_rows, boff, c, ldc, flags, mr, nr);
 }
 
 #ifdef DOT_NAME

@@ -2,12 +2,12 @@
  *
  *   a: packed panel, a[k * MR + i] for k < kc, i < MR (rows past mr are zero)
  *   b: b[k * ldb + j] for k < kc, j < NR (all NR columns must be readable)
- *   c: c[i * ldc + j] for i < mr, j < nr is written; `accumulate` holds
- *      flags: with PTC_TILE_ADD the tile is added to c, otherwise it
- *      overwrites it; with PTC_TILE_STREAM a whole tile (mr = MR, nr = NR)
- *      goes out with non-temporal stores, which neither read c's lines nor
- *      keep them in the caches (every row of c must then start on a 64-byte
- *      line, and the caller fences with stream_fence before c is read).
+ *   c: c[i * ldc + j] for i < mr, j < nr is written. With PTC_TILE_ADD in
+ *      `flags` the tile is added to c, otherwise it overwrites it; with
+ *      PTC_TILE_STREAM a whole tile (mr = MR, nr = NR) goes out with
+ *      non-temporal stores, which neither read c's lines nor keep them in
+ *      the caches (every row of c must then start on a 64-byte line, and the
+ *      caller fences with stream_fence before c is read).
  *
  * Each element is summed over k in increasing order, whatever the ISA tile
  * shape, so a given kernel gives the same bits for every tiling of C. */
@@ -21,18 +21,18 @@
 #define PTC_TILE_STREAM 2
 
 typedef void (*ptc_kernel_f32_fn)(int64_t kc, const float *a, const float *b, int64_t ldb,
-                                  float *c, int64_t ldc, int accumulate, int64_t mr,
+                                  float *c, int64_t ldc, int flags, int64_t mr,
                                   int64_t nr);
 typedef void (*ptc_kernel_f64_fn)(int64_t kc, const double *a, const double *b,
-                                  int64_t ldb, double *c, int64_t ldc, int accumulate,
+                                  int64_t ldb, double *c, int64_t ldc, int flags,
                                   int64_t mr, int64_t nr);
 
 /* The same tiles with B row k read at b_rows[k] + boff (implicit GEMM). */
 typedef void (*ptc_rows_f32_fn)(int64_t kc, const float *a, const float *const *b_rows,
-                                int64_t boff, float *c, int64_t ldc, int accumulate,
+                                int64_t boff, float *c, int64_t ldc, int flags,
                                 int64_t mr, int64_t nr);
 typedef void (*ptc_rows_f64_fn)(int64_t kc, const double *a, const double *const *b_rows,
-                                int64_t boff, double *c, int64_t ldc, int accumulate,
+                                int64_t boff, double *c, int64_t ldc, int flags,
                                 int64_t mr, int64_t nr);
 
 /* Dot kernels (weight gradients): a DMR x DNR tile of VLEN-lane partial sums
