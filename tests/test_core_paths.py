@@ -110,6 +110,9 @@ TRANSPOSED_PATHS = {
     "long kernel 1d wide stride": ((2, 5, 13), (5, 1, 130), dict(stride=64)),
     "long kernel padded groups": ((1, 4, 9), (4, 3, 70), dict(stride=16, padding=20, output_padding=5, groups=2)),
     "long kernel one channel": ((1, 1, 30), (1, 1, 64), dict(stride=8, padding=3)),
+    # positions in two blocks, the last ending inside a panel; channels enough
+    # for the packing to prefetch rows ahead
+    "long kernel position blocks": ((1, 40, 300), (40, 2, 64), dict(stride=8)),
 }
 
 
