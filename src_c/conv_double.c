@@ -17,4 +17,5 @@
 #define ZIP(ks) ((ks)->zip_f64)
 #define ZIPADD(ks) ((ks)->zipadd_f64)
 #define GATHER(ks) ((ks)->gather_f64)
+#define PACK(ks) ((ks)->pack_f64)
 #include "conv_template.h"

@@ -17,4 +17,5 @@
 #define ZIP(ks) ((ks)->zip_f32)
 #define ZIPADD(ks) ((ks)->zipadd_f32)
 #define GATHER(ks) ((ks)->gather_f32)
+#define PACK(ks) ((ks)->pack_f32)
 #include "conv_template.h"

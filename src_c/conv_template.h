@@ -1141,6 +1141,184 @@ static int FN(filter_plan)(FN(filter_job) *fj, const ptc_geometry *g)
     return nthreads;
 }
 
+/* ---- backward filter as a GEMM ------------------------------------------- */
+
+/* With many output channels per group, the weight gradient runs on the GEMM
+ * micro-kernels instead of the dot kernel, transposed: dW^T (kdim x cout_g) =
+ * cols (kdim x positions) dY^T (positions x cout_g). The patches' rows are
+ * packed into panels of mr rows (each element once), and dY is transposed
+ * once per batch of images into rows of channels, the B strips. A task owns
+ * a block of kk of one group and adds the chunks of positions in a fixed
+ * order, images one after another, as the dot path does. */
+
+typedef struct {
+    FN(job) base;
+    REAL *dyt;         /* dY^T of the images in hand: row (image, position) of ldt channels */
+    int64_t ldt, n0, nimg;
+    REAL *dwt;         /* dW^T, [grp][kk][co], rows ldw apart */
+    int64_t ldw;
+    const REAL *dy;
+    REAL *dw;
+} FN(gemm_filter_job);
+
+/* Bytes of dY^T transposed at a time (at least one image). */
+#define FILTER_DYT_BYTES (8.0 * 1024 * 1024)
+/* Flops per transposed element from which the GEMM form runs (below). */
+#define FILTER_GEMM_FLOPS 300.0
+
+/* Rows 0..nb-1 of src (row r at src + r * lds), columns 0..len-1, into columns
+ * col.. of panels of mr rows and kc columns: a[(r / mr) * mr * kc + (col + j) *
+ * mr + r % mr]; a last panel's rows past nb are zeros. */
+static void FN(pack_columns)(const ptc_kernel_set *ks, const REAL *src, int64_t lds, int64_t nb,
+                             int64_t len, REAL *a, int64_t kc, int64_t col)
+{
+    int64_t mr = KERNEL_MR(ks);
+    for (int64_t i0 = 0; i0 < nb; i0 += mr)
+        PACK(ks)(len, src + i0 * lds, lds, FN(min64)(mr, nb - i0), a + i0 * kc + col * mr);
+}
+
+/* Columns per piece of a transpose (mr rows of them in L1). */
+#define TRANSPOSE_SPAN 256
+
+/* dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: mr rows at a
+ * time packed by the panel kernel into a piece in L1, then copied out a
+ * column (mr elements) at a time. */
+static void FN(transpose)(const ptc_kernel_set *ks, const REAL *src, int64_t lds, int64_t rows,
+                          int64_t cols, REAL *dst, int64_t ldd)
+{
+    int64_t mr = KERNEL_MR(ks);
+    REAL piece[TRANSPOSE_SPAN * PTC_MAX_MR];
+    for (int64_t i0 = 0; i0 < rows; i0 += mr) {
+        int64_t live = FN(min64)(mr, rows - i0);
+        for (int64_t j0 = 0; j0 < cols; j0 += TRANSPOSE_SPAN) {
+            int64_t n = FN(min64)(TRANSPOSE_SPAN, cols - j0);
+            PACK(ks)(n, src + i0 * lds + j0, lds, live, piece);
+            REAL *d = dst + j0 * ldd + i0;
+            if (live == PTC_MAX_MR) /* a fixed size: inline moves, not a call */
+                for (int64_t j = 0; j < n; j++)
+                    memcpy(d + j * ldd, piece + j * PTC_MAX_MR, PTC_MAX_MR * sizeof(REAL));
+            else
+                for (int64_t j = 0; j < n; j++)
+                    memcpy(d + j * ldd, piece + j * mr, (size_t)live * sizeof(REAL));
+        }
+    }
+}
+
+/* dY^T of one image of the batch in hand: row q of dyt holds dY[:, q]. */
+static ptc_status FN(transpose_dy_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
+{
+    (void)tid;
+    (void)par;
+    FN(gemm_filter_job) *fj = (FN(gemm_filter_job) *)vjob;
+    const ptc_geometry *g = fj->base.g;
+    int64_t P = g->out_spatial, C = g->p->out_channels;
+    FN(transpose)(fj->base.ks, fj->dy + (fj->n0 + t) * C * P, P, C, P, fj->dyt + t * P * fj->ldt,
+                  fj->ldt);
+    return PTC_OK;
+}
+
+static ptc_status FN(gemm_filter_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
+{
+    FN(gemm_filter_job) *fj = (FN(gemm_filter_job) *)vjob;
+    FN(job) *job = &fj->base;
+    const ptc_geometry *g = job->g;
+    const ptc_problem *p = g->p;
+    FN(scratch) *s;
+    ptc_status st = FN(scratch_get)(job, tid, &s);
+    if (st != PTC_OK) return st;
+    int64_t blk = t % job->nblocks, grp = t / job->nblocks;
+    int64_t kk0 = blk * job->block, nb = FN(min64)(job->block, g->kdim - kk0);
+    int64_t P = g->out_spatial, total = fj->nimg * P, mr = job->mr;
+    int in_place = ptc_patches_are_channels(g);
+    REAL *cols = s->buf_b, *panels = s->buf_c;
+    REAL *c = fj->dwt + (grp * g->kdim + kk0) * fj->ldw;
+    for (int64_t q0 = 0; q0 < total; q0 += job->kc) {
+        int64_t kc = FN(min64)(job->kc, total - q0);
+        for (int64_t q = q0; q < q0 + kc;) {
+            int64_t n = fj->n0 + q / P, pp = q % P, len = FN(min64)(P - pp, q0 + kc - q);
+            const REAL *xg = job->in + (n * p->in_channels + grp * g->cin_g) * g->in_spatial;
+            if (in_place) {
+                FN(pack_columns)(job->ks, xg + kk0 * g->in_spatial + pp, g->in_spatial, nb, len,
+                                 panels, kc, q - q0);
+            } else {
+                int64_t nseg = ptc_segments(g, pp, len, s->segs);
+                FN(im2col)(g, xg, kk0, nb, s->segs, nseg, cols + (q - q0), job->ldb);
+            }
+            q += len;
+        }
+        if (!in_place) FN(pack_columns)(job->ks, cols, job->ldb, nb, kc, panels, kc, 0);
+        int flags = fj->n0 > 0 || q0 > 0 ? PTC_TILE_ADD : 0;
+        const REAL *b = fj->dyt + q0 * fj->ldt + grp * g->cout_g;
+        for (int64_t i0 = 0; i0 < nb; i0 += mr)
+            for (int64_t j0 = 0; j0 < g->cout_g; j0 += job->nr) {
+                int64_t ncols = FN(min64)(job->nr, g->cout_g - j0);
+                FN(kernel_for)(job, ncols)(kc, panels + i0 * kc, b + j0, fj->ldt,
+                                           c + i0 * fj->ldw + j0, fj->ldw, flags,
+                                           FN(min64)(mr, nb - i0), ncols);
+            }
+        if (ptc_poll(par, tid)) return PTC_OK;
+    }
+    if (fj->n0 + fj->nimg == p->batch) /* the block's columns of dW, from its rows of dW^T */
+        FN(transpose)(job->ks, c, fj->ldw, nb, g->cout_g,
+                      fj->dw + grp * g->cout_g * g->kdim + kk0, g->kdim);
+    return PTC_OK;
+}
+
+/* The transposes cost a cycle or two per element, kdim + cout_g of them per
+ * position, against 2 kdim cout_g flops: the GEMM form runs where the flops
+ * per transposed element reach FILTER_GEMM_FLOPS. */
+static int FN(filter_gemm_ok)(const ptc_geometry *g)
+{
+    double k = (double)g->kdim, c = (double)g->cout_g;
+    return 2.0 * k * c >= FILTER_GEMM_FLOPS * (k + c);
+}
+
+static ptc_status FN(backward_filter_gemm)(const ptc_geometry *g, const REAL *x, const REAL *dy,
+                                           REAL *dw, const ptc_options *opt)
+{
+    const ptc_problem *p = g->p;
+    FN(gemm_filter_job) fj;
+    memset(&fj, 0, sizeof(fj));
+    FN(job) *job = &fj.base;
+    FN(job_init)(job, g);
+    job->in = x;
+    fj.dy = dy;
+    fj.dw = dw;
+    double flops = 2.0 * (double)p->batch * (double)p->out_channels * (double)g->kdim *
+                   (double)g->out_spatial;
+    int nthreads = ptc_threads_for_work(flops);
+    int64_t nblocks = FN(ceil_div)(g->kdim, 128);
+    if (nthreads > 1 && p->groups < nthreads) nblocks = FN(round_up)(nblocks, nthreads);
+    job->block = FN(round_up)(FN(ceil_div)(g->kdim, nblocks), job->mr);
+    job->nblocks = FN(ceil_div)(g->kdim, job->block);
+    int64_t P = g->out_spatial;
+    fj.ldt = FN(leading_dim)(p->out_channels, job->vlen);
+    fj.ldw = FN(leading_dim)(g->cout_g, job->vlen);
+    int64_t per_image = P * fj.ldt * (int64_t)sizeof(REAL);
+    int64_t imgs = (int64_t)(FILTER_DYT_BYTES / (double)per_image);
+    imgs = FN(min64)(p->batch, imgs < 1 ? 1 : imgs);
+    job->kc = FN(block_len)(imgs * P, 256);
+    job->ldb = FN(leading_dim)(job->kc, job->vlen);
+    job->b_elems = job->block * job->ldb;
+    job->c_elems = FN(round_up)(job->block, job->mr) * job->kc;
+    job->seg_cap = job->kc / p->out_size[p->ndim - 1] + 2;
+    fj.dyt = FN(alloc)(imgs * P * fj.ldt);
+    fj.dwt = FN(alloc)(p->groups * g->kdim * fj.ldw);
+    ptc_status st = fj.dyt && fj.dwt ? FN(job_start)(job, nthreads) : PTC_ERR_NO_MEMORY;
+    for (int64_t n0 = 0; n0 < p->batch && st == PTC_OK; n0 += imgs) {
+        fj.n0 = n0;
+        fj.nimg = FN(min64)(imgs, p->batch - n0);
+        st = ptc_parallel_for(fj.nimg, nthreads, FN(transpose_dy_task), &fj, opt);
+        if (st == PTC_OK)
+            st = ptc_parallel_for(p->groups * job->nblocks, nthreads, FN(gemm_filter_task), &fj,
+                                  opt);
+    }
+    FN(job_end)(job, nthreads);
+    free(fj.dyt);
+    free(fj.dwt);
+    return st;
+}
+
 static ptc_status FN(backward_filter_zero_padded)(const ptc_problem *p, const REAL *x,
                                                   const REAL *dy, REAL *dw,
                                                   const ptc_options *opt)
@@ -1152,6 +1330,11 @@ static ptc_status FN(backward_filter_zero_padded)(const ptc_problem *p, const RE
         memset(dw, 0, (size_t)(p->out_channels * g.kdim) * sizeof(REAL));
         ptc_geometry_free(&g);
         return PTC_OK;
+    }
+    if (FN(filter_gemm_ok)(&g)) {
+        st = FN(backward_filter_gemm)(&g, x, dy, dw, opt);
+        ptc_geometry_free(&g);
+        return st;
     }
     FN(filter_job) fj;
     memset(&fj, 0, sizeof(fj));

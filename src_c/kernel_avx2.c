@@ -42,6 +42,7 @@ static inline __m256i avx2_mask64(int64_t r)
 #define ZIP_NAME zip_avx2_f32
 #define ZIPADD_NAME zipadd_avx2_f32
 #define GATHER_NAME gather_avx2_f32
+#define PACK_NAME pack_avx2_f32
 #define VUNZIP(a, b) _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps((a), (b), 0x88)), 0xD8))
 #define VZIPLO(a, b) _mm256_permute2f128_ps(_mm256_unpacklo_ps((a), (b)), _mm256_unpackhi_ps((a), (b)), 0x20)
 #define VZIPHI(a, b) _mm256_permute2f128_ps(_mm256_unpacklo_ps((a), (b)), _mm256_unpackhi_ps((a), (b)), 0x31)
@@ -86,6 +87,7 @@ static inline __m256i avx2_mask64(int64_t r)
 #define ZIP_NAME zip_avx2_f64
 #define ZIPADD_NAME zipadd_avx2_f64
 #define GATHER_NAME gather_avx2_f64
+#define PACK_NAME pack_avx2_f64
 #define VUNZIP(a, b) _mm256_permute4x64_pd(_mm256_unpacklo_pd((a), (b)), 0xD8)
 #define VZIPLO(a, b) _mm256_permute2f128_pd(_mm256_unpacklo_pd((a), (b)), _mm256_unpackhi_pd((a), (b)), 0x20)
 #define VZIPHI(a, b) _mm256_permute2f128_pd(_mm256_unpacklo_pd((a), (b)), _mm256_unpackhi_pd((a), (b)), 0x31)
@@ -117,5 +119,6 @@ const ptc_kernel_set ptc_kernels_avx2 = {
     taps_avx2_f32, taps_avx2_f64, tapdot_avx2_f32, tapdot_avx2_f64,
     stream_avx2_f32, stream_avx2_f64, zip_avx2_f32, zip_avx2_f64,
     zipadd_avx2_f32, zipadd_avx2_f64, gather_avx2_f32, gather_avx2_f64,
+    pack_avx2_f32, pack_avx2_f64,
     stream_fence_avx2,
 };

@@ -37,6 +37,7 @@
 #define ZIP_NAME zip_avx512_f32
 #define ZIPADD_NAME zipadd_avx512_f32
 #define GATHER_NAME gather_avx512_f32
+#define PACK_NAME pack_avx512_f32
 #define VUNZIP(a, b) _mm512_permutex2var_ps((a), _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), (b))
 #define VZIPLO(a, b) _mm512_permutex2var_ps((a), _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), (b))
 #define VZIPHI(a, b) _mm512_permutex2var_ps((a), _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), (b))
@@ -84,6 +85,7 @@
 #define ZIP_NAME zip_avx512_f64
 #define ZIPADD_NAME zipadd_avx512_f64
 #define GATHER_NAME gather_avx512_f64
+#define PACK_NAME pack_avx512_f64
 #define VUNZIP(a, b) _mm512_permutex2var_pd((a), _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), (b))
 #define VZIPLO(a, b) _mm512_permutex2var_pd((a), _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11), (b))
 #define VZIPHI(a, b) _mm512_permutex2var_pd((a), _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15), (b))
@@ -115,5 +117,6 @@ const ptc_kernel_set ptc_kernels_avx512 = {
     taps_avx512_f32, taps_avx512_f64, tapdot_avx512_f32, tapdot_avx512_f64,
     stream_avx512_f32, stream_avx512_f64, zip_avx512_f32, zip_avx512_f64,
     zipadd_avx512_f32, zipadd_avx512_f64, gather_avx512_f32, gather_avx512_f64,
+    pack_avx512_f32, pack_avx512_f64,
     stream_fence_avx512,
 };

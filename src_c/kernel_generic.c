@@ -51,6 +51,7 @@
 #define ZIP_NAME zip_generic_f32
 #define ZIPADD_NAME zipadd_generic_f32
 #define GATHER_NAME gather_generic_f32
+#define PACK_NAME pack_generic_f32
 #define VUNZIP(a, b) ((void)(b), (a))
 #define VZIPLO(a, b) (a)
 #define VZIPHI(a, b) (b)
@@ -113,6 +114,7 @@
 #define ZIP_NAME zip_generic_f64
 #define ZIPADD_NAME zipadd_generic_f64
 #define GATHER_NAME gather_generic_f64
+#define PACK_NAME pack_generic_f64
 #define VUNZIP(a, b) ((void)(b), (a))
 #define VZIPLO(a, b) (a)
 #define VZIPHI(a, b) (b)
@@ -145,5 +147,6 @@ const ptc_kernel_set ptc_kernels_generic = {
     taps_generic_f32, taps_generic_f64, tapdot_generic_f32, tapdot_generic_f64,
     stream_generic_f32, stream_generic_f64, zip_generic_f32, zip_generic_f64,
     zipadd_generic_f32, zipadd_generic_f64, gather_generic_f32, gather_generic_f64,
+    pack_generic_f32, pack_generic_f64,
     stream_fence_generic,
 };

@@ -5,7 +5,8 @@
  *   VZERO, VFMA(a, b, c) = a * b + c, VADD, VSTREAM (a non-temporal store
  *   to an address aligned to the vector), with ZIP_NAME VZIPLO / VZIPHI (the
  *   first and second halves of the lanes of a and b interleaved; also for
- *   ZIPADD_NAME), with GATHER_NAME VUNZIP (the even lanes of a followed by those of b).
+ *   ZIPADD_NAME, and PACK_NAME where MR is 8), with GATHER_NAME VUNZIP (the even
+ *   lanes of a followed by those of b).
  * NR = NV * VLEN. Accumulator tiles live in registers. KERNEL_NAME_rows is the
  * same kernel reading B row k at b_rows[k] + boff (implicit GEMM: rows of the
  * padded input, no unfolded copy). The names that belong to one inclusion (NV,
@@ -378,6 +379,61 @@ static void GATHER_NAME(int64_t n, const REAL *src, int64_t s, REAL *dst)
 }
 #endif
 
+#ifdef PACK_NAME
+/* dst[j * MR + i] = src[i * lds + j] for j < n and i < rows (<= MR), zero for
+ * rows <= i < MR: MR rows transposed into a panel of the micro-kernels' A
+ * side (the GEMM weight gradient's patches, and dY turned into rows of
+ * channels). With MR = 8, VLEN columns at a time: three rounds of VZIPLO /
+ * VZIPHI, row i with row i + 4, the results i with i + 2, then 0 with 1, put
+ * the lanes in the panel's order; the last columns loaded masked and stored
+ * in part. Other tile heights (AVX2's 6, the portable 4) element by element. */
+static void PACK_NAME(int64_t n, const REAL *src, int64_t lds, int64_t rows, REAL *dst)
+{
+    int64_t j = 0;
+#if MR == 8
+    for (; j < n; j += VLEN) {
+        int64_t w = n - j < VLEN ? n - j : VLEN, left = 8 * w;
+        VEC v[8], t[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+            v[i] = i >= rows      ? VZERO
+                   : w == VLEN ? VLOAD(src + i * lds + j)
+                               : VLOADN(src + i * lds + j, w);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) { /* rows i and i + 4: the pair (t[2i], t[2i + 1]) */
+            t[2 * i] = VZIPLO(v[i], v[i + 4]);
+            t[2 * i + 1] = VZIPHI(v[i], v[i + 4]);
+        }
+#pragma GCC unroll 2
+        for (int i = 0; i < 2; i++) /* pairs i and i + 2: the quad v[4i .. 4i + 3] */
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                v[4 * i + 2 * h] = VZIPLO(t[2 * i + h], t[2 * i + 4 + h]);
+                v[4 * i + 2 * h + 1] = VZIPHI(t[2 * i + h], t[2 * i + 4 + h]);
+            }
+#pragma GCC unroll 4
+        for (int h = 0; h < 4; h++) { /* quads 0 and 1: the panel's 8 * w elements */
+            t[2 * h] = VZIPLO(v[h], v[4 + h]);
+            t[2 * h + 1] = VZIPHI(v[h], v[4 + h]);
+        }
+        REAL *d = dst + j * 8;
+#pragma GCC unroll 8
+        for (int h = 0; h < 8; h++, left -= VLEN) {
+            if (left >= VLEN)
+                VSTORE(d + h * VLEN, t[h]);
+            else if (left > 0)
+                VSTOREN(d + h * VLEN, left, t[h]);
+        }
+    }
+#endif
+    for (; j < n; j++) {
+        int64_t i = 0;
+        for (; i < rows; i++) dst[j * MR + i] = src[i * lds + j];
+        for (; i < MR; i++) dst[j * MR + i] = 0;
+    }
+}
+#endif
+
 /* The names of this inclusion are used up; the type's macros (REAL, VEC,
  * VLEN, MR, VLOAD, ...) stay for the next one. */
 #undef NR
@@ -393,6 +449,7 @@ static void GATHER_NAME(int64_t n, const REAL *src, int64_t s, REAL *dst)
 #undef ZIP_NAME
 #undef ZIPADD_NAME
 #undef GATHER_NAME
+#undef PACK_NAME
 #undef VZIPLO
 #undef VZIPHI
 #undef VUNZIP

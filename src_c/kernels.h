@@ -91,7 +91,16 @@ typedef void (*ptc_zipadd_f64_fn)(int64_t n, const double *a, const double *b, d
 typedef void (*ptc_gather_f32_fn)(int64_t n, const float *src, int64_t s, float *dst);
 typedef void (*ptc_gather_f64_fn)(int64_t n, const double *src, int64_t s, double *dst);
 
+/* dst[j * mr + i] = src[i * lds + j] for j < n, i < rows (<= mr), zero for
+ * the panel's rows past `rows`: mr rows packed into an A panel
+ * (kernel_template.h). */
+typedef void (*ptc_pack_f32_fn)(int64_t n, const float *src, int64_t lds, int64_t rows,
+                                float *dst);
+typedef void (*ptc_pack_f64_fn)(int64_t n, const double *src, int64_t lds, int64_t rows,
+                                double *dst);
+
 #define PTC_MAX_NV 8
+#define PTC_MAX_MR 8 /* the tallest tile (mr_f32, mr_f64) of any set */
 
 /* One ISA's kernels. f32[v - 1] computes a tile of mr_f32 rows and
  * v * vlen_f32 columns (v = 1..nv_f32): the widest for the bulk of a matrix,
@@ -122,6 +131,8 @@ typedef struct {
     ptc_zipadd_f64_fn zipadd_f64;
     ptc_gather_f32_fn gather_f32;
     ptc_gather_f64_fn gather_f64;
+    ptc_pack_f32_fn pack_f32;
+    ptc_pack_f64_fn pack_f64;
     void (*stream_fence)(void);
 } ptc_kernel_set;
 

@@ -325,6 +325,15 @@ WEIGHT_GRADIENT_PATHS = {
     "pointwise in place, rows of 64": ((4, 7, 8, 8), (16, 7, 1, 1), dict()),
     "pointwise groups": ((2, 6, 5, 13), (9, 6 // 3, 1, 1), dict(groups=3)),
     "pointwise strided (not in place)": ((2, 4, 9, 8), (5, 4, 1, 1), dict(stride=2)),
+    # Many output channels and patch rows: the GEMM form (dW^T from packed
+    # panels of the patches and dY transposed), with chunks of positions that
+    # span images or end inside one, columns and rows past whole tiles,
+    # groups, patches tiled (kernel = stride), and x's channels in place.
+    "gemm form, chunks across images": ((3, 64, 9, 9), (256, 64, 3, 3), dict(stride=2, padding=1)),
+    "gemm form, chunks inside images": ((3, 63, 20, 20), (250, 63, 3, 3), dict(stride=2, padding=1)),
+    "gemm form, groups": ((1, 128, 7, 7), (512, 64, 3, 3), dict(stride=2, groups=2)),
+    "gemm form, tiled patches": ((2, 161, 8, 8), (260, 161, 2, 2), dict(stride=2)),
+    "gemm form, pointwise in place": ((2, 390, 6, 5), (385, 390, 1, 1), dict()),
 }
 
 
@@ -387,3 +396,18 @@ def test_pointwise_weight_gradient_reads_nothing_past_a_chunk(dtype):
     assert np.array_equal(np.isnan(dw), np.isnan(ref))
     assert np.array_equal(np.isinf(dw), np.isinf(ref))
     assert np.all(np.isfinite(dw[:, 0]))
+
+
+def test_gemm_weight_gradient_over_batches_of_images(restore_threads):
+    """The GEMM form of the weight gradient transposes dY a batch of images at a
+    time (8 MiB); images of 2025 positions x 256 channels (4.3 MB in float64)
+    go one per batch, whose sums are added in order: the same bits for any
+    thread count."""
+    rng = np.random.default_rng(17)
+    x_shape, w_shape, kw = (3, 64, 90, 90), (256, 64, 3, 3), dict(stride=2, padding=1)
+    problem = conv_problem("test", x_shape, w_shape, **kw)
+    x = rng.standard_normal(x_shape)
+    g = rng.standard_normal(problem.y_shape)
+    dw = _on_threads(lambda: pytconv.conv_weight_grad(x, w_shape, g, **kw))
+    ref = reference.backward_filter(problem, x, g)
+    assert_close(dw, ref, reference.backward_filter(problem, abs(x), abs(g)), np.float64, "batches")

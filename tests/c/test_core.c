@@ -423,6 +423,29 @@ static void medium_problem(ptc_problem *p)
     }
 }
 
+/* A strided 2-d problem with many channels and few positions (some 20-60
+ * MFLOP), whose weight gradient runs as a GEMM on packed panels of the
+ * patches and a transposed dY (conv_template.h: filter_gemm_ok). */
+static void deep_problem(ptc_problem *p)
+{
+    memset(p, 0, sizeof *p);
+    p->ndim = 2;
+    p->batch = rnd(1, 2);
+    p->groups = 1;
+    p->in_channels = rnd(64, 80);
+    p->out_channels = rnd(250, 280);
+    p->padding_mode = (ptc_padding_mode)rnd(0, 3);
+    for (int d = 0; d < 2; d++) {
+        p->in_size[d] = rnd(9, 14);
+        p->kernel[d] = 3;
+        p->stride[d] = 2;
+        p->dilation[d] = 1;
+        p->pad_low[d] = rnd(0, 1);
+        p->pad_high[d] = rnd(0, 1);
+        p->out_size[d] = ptc_max_out_size(p, d);
+    }
+}
+
 /* ---- one problem through every primitive ----------------------------------- */
 
 typedef struct {
@@ -881,10 +904,16 @@ int main(int argc, char **argv)
     double t1 = now();
 
     /* Problems large enough that the core really runs two threads (a few
-     * MFLOP each), compared bitwise between 1 and 2 threads. */
+     * MFLOP each, and two of many channels), compared bitwise between 1 and 2
+     * threads. */
     for (int c = 0; c < 12; c++) {
         ptc_problem p;
         medium_problem(&p);
+        check_problem(&p, c % 2 ? PTC_FLOAT64 : PTC_FLOAT32, 1);
+    }
+    for (int c = 0; c < 2; c++) {
+        ptc_problem p;
+        deep_problem(&p);
         check_problem(&p, c % 2 ? PTC_FLOAT64 : PTC_FLOAT32, 1);
     }
     double t2 = now();
