@@ -503,25 +503,20 @@ static ptc_status FN(forward_task)(void *vjob, int64_t t, int tid, ptc_parallel 
     return PTC_OK;
 }
 
-/* Weights as MR-row panels, panel-major: a[((grp * npanels + pi) * k + kk) * mr + i]
- * = rows[(grp * nrows + pi * mr + i) * row_stride + kk * col_stride], zero past nrows. */
-static REAL *FN(pack_panels)(const REAL *rows, int64_t groups, int64_t nrows, int64_t k,
-                             int64_t row_stride, int64_t col_stride, int64_t group_stride,
-                             int64_t mr, int64_t *npanels)
+/* Weights as mr-row panels, panel-major: a[((grp * npanels + pi) * k + kk) * mr + i]
+ * = rows[grp * group_stride + (pi * mr + i) * row_stride + kk], zero past nrows
+ * (the panel kernel of ks, whose tile height is mr). */
+static REAL *FN(pack_panels)(const ptc_kernel_set *ks, const REAL *rows, int64_t groups,
+                             int64_t nrows, int64_t k, int64_t row_stride,
+                             int64_t group_stride, int64_t *npanels)
 {
-    int64_t np = FN(ceil_div)(nrows, mr);
+    int64_t mr = KERNEL_MR(ks), np = FN(ceil_div)(nrows, mr);
     REAL *a = FN(alloc)(groups * np * mr * k);
     if (!a) return NULL;
     for (int64_t grp = 0; grp < groups; grp++)
-        for (int64_t pi = 0; pi < np; pi++) {
-            /* the panel written in order, its rows read side by side */
-            REAL *panel = a + (grp * np + pi) * mr * k;
-            const REAL *src = rows + grp * group_stride + pi * mr * row_stride;
-            int64_t live = FN(min64)(mr, nrows - pi * mr);
-            for (int64_t kk = 0; kk < k; kk++)
-                for (int64_t i = 0; i < live; i++)
-                    panel[kk * mr + i] = src[i * row_stride + kk * col_stride];
-        }
+        for (int64_t pi = 0; pi < np; pi++)
+            PACK(ks)(k, rows + grp * group_stride + pi * mr * row_stride, row_stride,
+                     FN(min64)(mr, nrows - pi * mr), a + (grp * np + pi) * mr * k);
     *npanels = np;
     return a;
 }
@@ -572,8 +567,8 @@ static ptc_status FN(forward_zero_padded)(const ptc_problem *p, const REAL *x, c
      * into B (pointwise 1x1 on 2 threads: float64 -6%, float32 -8%; its
      * input gradient, a flipped pointwise forward, -14%). */
     job.b_in_place = ptc_patches_are_channels(&g);
-    job.apack = FN(pack_panels)(w, p->groups, g.cout_g, g.kdim, g.kdim, 1, g.cout_g * g.kdim,
-                                job.mr, &job.npanels);
+    job.apack = FN(pack_panels)(job.ks, w, p->groups, g.cout_g, g.kdim, g.kdim,
+                                g.cout_g * g.kdim, &job.npanels);
     if (!job.apack) st = PTC_ERR_NO_MEMORY;
     if (st == PTC_OK) st = FN(job_start)(&job, nthreads);
     if (st == PTC_OK)
@@ -937,15 +932,9 @@ static ptc_status FN(long_filter_task)(void *vjob, int64_t t, int tid, ptc_paral
         for (int64_t p0 = 0; p0 < P; p0 += base->kc) {
             int64_t kc = FN(min64)(base->kc, P - p0);
             /* A: panels of mr output channels over the block's positions */
-            for (int64_t i0 = 0; i0 < mrows; i0 += mr) {
-                REAL *panel = a + i0 * base->kc;
-                int64_t rows = FN(min64)(mr, mrows - i0);
-                for (int64_t q = 0; q < kc; q++) {
-                    int64_t i = 0;
-                    for (; i < rows; i++) panel[q * mr + i] = dyb[(i0 + i) * P + p0 + q];
-                    for (; i < mr; i++) panel[q * mr + i] = 0;
-                }
-            }
+            for (int64_t i0 = 0; i0 < mrows; i0 += mr)
+                PACK(base->ks)(kc, dyb + i0 * P + p0, P, FN(min64)(mr, mrows - i0),
+                               a + i0 * base->kc);
             int first = n == 0 && p0 == 0;
             for (int64_t j0 = 0; j0 < k; j0 += nr) {
                 int64_t ncols = FN(min64)(nr, k - j0);
