@@ -1105,25 +1105,33 @@ static ptc_status FN(backward_filter_task)(void *vjob, int64_t t, int tid, ptc_p
     return PTC_OK;
 }
 
-/* The kernels and the task split shared by both weight-gradient drivers;
- * returns the thread count. Tasks own blocks of about 128 patch rows, as many
- * as a multiple of the thread count (block widths do not change any sum). */
-static int FN(filter_plan)(FN(filter_job) *fj, const ptc_geometry *g)
+/* The task split of every weight gradient; returns the thread count. Tasks
+ * own blocks of about 128 patch rows (a multiple of `unit`), as many as a
+ * multiple of the thread count (block widths do not change any sum). */
+static int FN(filter_blocks)(FN(job) *job, const ptc_geometry *g, int64_t unit)
 {
-    FN(job) *job = &fj->base;
     const ptc_problem *p = g->p;
-    FN(job_init)(job, g);
-    fj->dot = DOT_KERNEL(job->ks);
-    fj->dmr = job->ks->dmr;
-    fj->dnr = job->ks->dnr;
-    fj->vlen = job->vlen;
     double flops = 2.0 * (double)p->batch * (double)p->out_channels * (double)g->kdim *
                    (double)g->out_spatial;
     int nthreads = ptc_threads_for_work(flops);
     int64_t nblocks = FN(ceil_div)(g->kdim, 128);
     if (nthreads > 1 && p->groups < nthreads) nblocks = FN(round_up)(nblocks, nthreads);
-    job->block = FN(round_up)(FN(ceil_div)(g->kdim, nblocks), fj->dnr);
+    job->block = FN(round_up)(FN(ceil_div)(g->kdim, nblocks), unit);
     job->nblocks = FN(ceil_div)(g->kdim, job->block);
+    return nthreads;
+}
+
+/* The kernels and the task split shared by both dot-kernel weight-gradient
+ * drivers; returns the thread count. */
+static int FN(filter_plan)(FN(filter_job) *fj, const ptc_geometry *g)
+{
+    FN(job) *job = &fj->base;
+    FN(job_init)(job, g);
+    fj->dot = DOT_KERNEL(job->ks);
+    fj->dmr = job->ks->dmr;
+    fj->dnr = job->ks->dnr;
+    fj->vlen = job->vlen;
+    int nthreads = FN(filter_blocks)(job, g, fj->dnr);
     fj->cout_pad = FN(round_up)(g->cout_g, fj->dmr);
     fj->ldv = FN(round_up)(job->block, fj->dnr) * fj->vlen;
     job->ptr_cap = FN(round_up)(job->block, fj->dnr);
@@ -1273,13 +1281,7 @@ static ptc_status FN(backward_filter_gemm)(const ptc_geometry *g, const REAL *x,
     job->in = x;
     fj.dy = dy;
     fj.dw = dw;
-    double flops = 2.0 * (double)p->batch * (double)p->out_channels * (double)g->kdim *
-                   (double)g->out_spatial;
-    int nthreads = ptc_threads_for_work(flops);
-    int64_t nblocks = FN(ceil_div)(g->kdim, 128);
-    if (nthreads > 1 && p->groups < nthreads) nblocks = FN(round_up)(nblocks, nthreads);
-    job->block = FN(round_up)(FN(ceil_div)(g->kdim, nblocks), job->mr);
-    job->nblocks = FN(ceil_div)(g->kdim, job->block);
+    int nthreads = FN(filter_blocks)(job, g, job->mr);
     int64_t P = g->out_spatial;
     fj.ldt = FN(leading_dim)(p->out_channels, job->vlen);
     fj.ldw = FN(leading_dim)(g->cout_g, job->vlen);
