@@ -382,8 +382,8 @@ static void GATHER_NAME(int64_t n, const REAL *src, int64_t s, REAL *dst)
 #ifdef PACK_NAME
 /* dst[j * MR + i] = src[i * lds + j] for j < n and i < rows (<= MR), zero for
  * rows <= i < MR: MR rows transposed into a panel of the micro-kernels' A
- * side (the GEMM weight gradient's patches, and dY turned into rows of
- * channels). With MR = 8, VLEN columns at a time: three rounds of VZIPLO /
+ * side (weights, patches, dY), or into a piece of a larger transpose. With
+ * MR = 8, VLEN columns at a time: three rounds of VZIPLO /
  * VZIPHI, row i with row i + 4, the results i with i + 2, then 0 with 1, put
  * the lanes in the panel's order; the last columns loaded masked and stored
  * in part. Other tile heights (AVX2's 6, the portable 4) element by element. */
