@@ -1141,25 +1141,29 @@ static int FN(filter_plan)(FN(filter_job) *fj, const ptc_geometry *g)
 /* ---- backward filter as a GEMM ------------------------------------------- */
 
 /* With many output channels and patch rows per group, the weight gradient
- * runs on the GEMM micro-kernels instead of the dot kernel, transposed: dW^T (kdim x cout_g) =
- * cols (kdim x positions) dY^T (positions x cout_g). The patches' rows are
- * packed into panels of mr rows (each element once), and dY is transposed
- * once per batch of images into rows of channels, the B strips. A task owns
- * a block of kk of one group and adds the chunks of positions in a fixed
- * order, images one after another, as the dot path does. */
+ * runs on the GEMM micro-kernels instead of the dot kernel, transposed:
+ * dW^T (kdim x cout_g) = cols (kdim x positions) dY^T (positions x cout_g).
+ * The patches' rows are packed into panels of mr rows (each element once),
+ * and dY is transposed into rows of channels, the B strips, a span of the
+ * positions of all images (image after image) at a time. A task owns a block
+ * of kk of one group and adds the chunks of positions in a fixed order, as
+ * the dot path does. */
 
 typedef struct {
     FN(job) base;
-    REAL *dyt;         /* dY^T of the images in hand: row (image, position) of ldt channels */
-    int64_t ldt, n0, nimg;
+    REAL *dyt;         /* dY^T of the span in hand: row q - q_lo of ldt channels for the
+                          positions q = image * P + position in [q_lo, q_hi) */
+    int64_t ldt, q_lo, q_hi;
     REAL *dwt;         /* dW^T, [grp][kk][co], rows ldw apart */
     int64_t ldw;
     const REAL *dy;
     REAL *dw;
 } FN(gemm_filter_job);
 
-/* Bytes of dY^T transposed at a time (at least one image). */
+/* Bytes of dY^T transposed at a time (at least one chunk of positions), and
+ * the positions per task of the transpose. */
 #define FILTER_DYT_BYTES (8.0 * 1024 * 1024)
+#define FILTER_DYT_PIECE 512
 /* Flops per transposed element from which the GEMM form runs (below). */
 #define FILTER_GEMM_FLOPS 300.0
 
@@ -1201,7 +1205,8 @@ static void FN(transpose)(const ptc_kernel_set *ks, const REAL *src, int64_t lds
     }
 }
 
-/* dY^T of one image of the batch in hand: row q of dyt holds dY[:, q]. */
+/* Positions [q_lo + t * FILTER_DYT_PIECE, ...) of the span in hand into dY^T,
+ * image by image: row q - q_lo of dyt holds dY[:, q]. */
 static ptc_status FN(transpose_dy_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
 {
     (void)tid;
@@ -1209,8 +1214,14 @@ static ptc_status FN(transpose_dy_task)(void *vjob, int64_t t, int tid, ptc_para
     FN(gemm_filter_job) *fj = (FN(gemm_filter_job) *)vjob;
     const ptc_geometry *g = fj->base.g;
     int64_t P = g->out_spatial, C = g->p->out_channels;
-    FN(transpose)(fj->base.ks, fj->dy + (fj->n0 + t) * C * P, P, C, P, fj->dyt + t * P * fj->ldt,
-                  fj->ldt);
+    int64_t q = fj->q_lo + t * FILTER_DYT_PIECE;
+    int64_t end = FN(min64)(fj->q_hi, q + FILTER_DYT_PIECE);
+    while (q < end) {
+        int64_t n = q / P, pp = q % P, len = FN(min64)(P - pp, end - q);
+        FN(transpose)(fj->base.ks, fj->dy + n * C * P + pp, P, C, len,
+                      fj->dyt + (q - fj->q_lo) * fj->ldt, fj->ldt);
+        q += len;
+    }
     return PTC_OK;
 }
 
@@ -1225,14 +1236,14 @@ static ptc_status FN(gemm_filter_task)(void *vjob, int64_t t, int tid, ptc_paral
     if (st != PTC_OK) return st;
     int64_t blk = t % job->nblocks, grp = t / job->nblocks;
     int64_t kk0 = blk * job->block, nb = FN(min64)(job->block, g->kdim - kk0);
-    int64_t P = g->out_spatial, total = fj->nimg * P, mr = job->mr;
+    int64_t P = g->out_spatial, mr = job->mr;
     int in_place = ptc_patches_are_channels(g);
     REAL *cols = s->buf_b, *panels = s->buf_c;
     REAL *c = fj->dwt + (grp * g->kdim + kk0) * fj->ldw;
-    for (int64_t q0 = 0; q0 < total; q0 += job->kc) {
-        int64_t kc = FN(min64)(job->kc, total - q0);
+    for (int64_t q0 = fj->q_lo; q0 < fj->q_hi; q0 += job->kc) {
+        int64_t kc = FN(min64)(job->kc, fj->q_hi - q0);
         for (int64_t q = q0; q < q0 + kc;) {
-            int64_t n = fj->n0 + q / P, pp = q % P, len = FN(min64)(P - pp, q0 + kc - q);
+            int64_t n = q / P, pp = q % P, len = FN(min64)(P - pp, q0 + kc - q);
             const REAL *xg = job->in + (n * p->in_channels + grp * g->cin_g) * g->in_spatial;
             if (in_place) {
                 FN(pack_columns)(job->ks, xg + kk0 * g->in_spatial + pp, g->in_spatial, nb, len,
@@ -1244,8 +1255,8 @@ static ptc_status FN(gemm_filter_task)(void *vjob, int64_t t, int tid, ptc_paral
             q += len;
         }
         if (!in_place) FN(pack_columns)(job->ks, cols, job->ldb, nb, kc, panels, kc, 0);
-        int flags = fj->n0 > 0 || q0 > 0 ? PTC_TILE_ADD : 0;
-        const REAL *b = fj->dyt + q0 * fj->ldt + grp * g->cout_g;
+        int flags = q0 > 0 ? PTC_TILE_ADD : 0;
+        const REAL *b = fj->dyt + (q0 - fj->q_lo) * fj->ldt + grp * g->cout_g;
         for (int64_t i0 = 0; i0 < nb; i0 += mr)
             for (int64_t j0 = 0; j0 < g->cout_g; j0 += job->nr) {
                 int64_t ncols = FN(min64)(job->nr, g->cout_g - j0);
@@ -1255,7 +1266,7 @@ static ptc_status FN(gemm_filter_task)(void *vjob, int64_t t, int tid, ptc_paral
             }
         if (ptc_poll(par, tid)) return PTC_OK;
     }
-    if (fj->n0 + fj->nimg == p->batch) /* the block's columns of dW, from its rows of dW^T */
+    if (fj->q_hi == p->batch * P) /* the block's columns of dW, from its rows of dW^T */
         FN(transpose)(job->ks, c, fj->ldw, nb, g->cout_g,
                       fj->dw + grp * g->cout_g * g->kdim + kk0, g->kdim);
     return PTC_OK;
@@ -1288,21 +1299,24 @@ static ptc_status FN(backward_filter_gemm)(const ptc_geometry *g, const REAL *x,
     int64_t P = g->out_spatial;
     fj.ldt = FN(leading_dim)(p->out_channels, job->vlen);
     fj.ldw = FN(leading_dim)(g->cout_g, job->vlen);
-    int64_t per_image = P * fj.ldt * (int64_t)sizeof(REAL);
-    int64_t imgs = (int64_t)(FILTER_DYT_BYTES / (double)per_image);
-    imgs = FN(min64)(p->batch, imgs < 1 ? 1 : imgs);
-    job->kc = FN(block_len)(imgs * P, 256);
+    /* Chunks of about 256 positions over all images, the reduction's fixed
+     * order; spans of whole chunks, FILTER_DYT_BYTES of dY^T each. */
+    int64_t Q = p->batch * P;
+    job->kc = FN(block_len)(Q, 256);
+    int64_t chunks = (int64_t)(FILTER_DYT_BYTES / ((double)job->kc * (double)fj.ldt * sizeof(REAL)));
+    int64_t span = FN(min64)(Q, (chunks < 1 ? 1 : chunks) * job->kc);
     job->ldb = FN(leading_dim)(job->kc, job->vlen);
     job->b_elems = job->block * job->ldb;
     job->c_elems = FN(round_up)(job->block, job->mr) * job->kc;
     job->seg_cap = job->kc / p->out_size[p->ndim - 1] + 2;
-    fj.dyt = FN(alloc)(imgs * P * fj.ldt);
+    fj.dyt = FN(alloc)(span * fj.ldt);
     fj.dwt = FN(alloc)(p->groups * g->kdim * fj.ldw);
     ptc_status st = fj.dyt && fj.dwt ? FN(job_start)(job, nthreads) : PTC_ERR_NO_MEMORY;
-    for (int64_t n0 = 0; n0 < p->batch && st == PTC_OK; n0 += imgs) {
-        fj.n0 = n0;
-        fj.nimg = FN(min64)(imgs, p->batch - n0);
-        st = ptc_parallel_for(fj.nimg, nthreads, FN(transpose_dy_task), &fj, opt);
+    for (int64_t q_lo = 0; q_lo < Q && st == PTC_OK; q_lo += span) {
+        fj.q_lo = q_lo;
+        fj.q_hi = FN(min64)(Q, q_lo + span);
+        st = ptc_parallel_for(FN(ceil_div)(fj.q_hi - q_lo, FILTER_DYT_PIECE), nthreads,
+                              FN(transpose_dy_task), &fj, opt);
         if (st == PTC_OK)
             st = ptc_parallel_for(p->groups * job->nblocks, nthreads, FN(gemm_filter_task), &fj,
                                   opt);

@@ -398,11 +398,12 @@ def test_pointwise_weight_gradient_reads_nothing_past_a_chunk(dtype):
     assert np.all(np.isfinite(dw[:, 0]))
 
 
-def test_gemm_weight_gradient_over_batches_of_images(restore_threads):
-    """The GEMM form of the weight gradient transposes dY a batch of images at a
-    time (8 MiB); images of 2025 positions x 256 channels (4.3 MB in float64)
-    go one per batch, whose sums are added in order: the same bits for any
-    thread count."""
+def test_gemm_weight_gradient_over_spans_of_positions(restore_threads):
+    """The GEMM form of the weight gradient transposes dY a span of positions
+    at a time (8 MiB, whole chunks of them, image after image): 3 images of
+    2025 positions x 256 channels (4.3 MB each in float64) take two spans,
+    each starting or ending inside an image, whose sums are added in order:
+    the same bits for any thread count."""
     rng = np.random.default_rng(17)
     x_shape, w_shape, kw = (3, 64, 90, 90), (256, 64, 3, 3), dict(stride=2, padding=1)
     problem = conv_problem("test", x_shape, w_shape, **kw)
