@@ -503,6 +503,17 @@ static ptc_status FN(forward_task)(void *vjob, int64_t t, int tid, ptc_parallel 
     return PTC_OK;
 }
 
+/* Rows 0..nb-1 of src (row r at src + r * lds), columns 0..len-1, into columns
+ * col.. of panels of mr rows and kc columns: a[(r / mr) * mr * kc + (col + j) *
+ * mr + r % mr]; a last panel's rows past nb are zeros. */
+static void FN(pack_columns)(const ptc_kernel_set *ks, const REAL *src, int64_t lds, int64_t nb,
+                             int64_t len, REAL *a, int64_t kc, int64_t col)
+{
+    int64_t mr = KERNEL_MR(ks);
+    for (int64_t i0 = 0; i0 < nb; i0 += mr)
+        PACK(ks)(len, src + i0 * lds, lds, FN(min64)(mr, nb - i0), a + i0 * kc + col * mr);
+}
+
 /* Weights as mr-row panels, panel-major: a[((grp * npanels + pi) * k + kk) * mr + i]
  * = rows[grp * group_stride + (pi * mr + i) * row_stride + kk], zero past nrows
  * (the panel kernel of ks, whose tile height is mr). */
@@ -514,9 +525,8 @@ static REAL *FN(pack_panels)(const ptc_kernel_set *ks, const REAL *rows, int64_t
     REAL *a = FN(alloc)(groups * np * mr * k);
     if (!a) return NULL;
     for (int64_t grp = 0; grp < groups; grp++)
-        for (int64_t pi = 0; pi < np; pi++)
-            PACK(ks)(k, rows + grp * group_stride + pi * mr * row_stride, row_stride,
-                     FN(min64)(mr, nrows - pi * mr), a + (grp * np + pi) * mr * k);
+        FN(pack_columns)(ks, rows + grp * group_stride, row_stride, nrows, k,
+                         a + grp * np * mr * k, k, 0);
     *npanels = np;
     return a;
 }
@@ -932,9 +942,7 @@ static ptc_status FN(long_filter_task)(void *vjob, int64_t t, int tid, ptc_paral
         for (int64_t p0 = 0; p0 < P; p0 += base->kc) {
             int64_t kc = FN(min64)(base->kc, P - p0);
             /* A: panels of mr output channels over the block's positions */
-            for (int64_t i0 = 0; i0 < mrows; i0 += mr)
-                PACK(base->ks)(kc, dyb + i0 * P + p0, P, FN(min64)(mr, mrows - i0),
-                               a + i0 * base->kc);
+            FN(pack_columns)(base->ks, dyb + p0, P, mrows, kc, a, base->kc, 0);
             int first = n == 0 && p0 == 0;
             for (int64_t j0 = 0; j0 < k; j0 += nr) {
                 int64_t ncols = FN(min64)(nr, k - j0);
@@ -1166,17 +1174,6 @@ typedef struct {
 #define FILTER_DYT_PIECE 512
 /* Flops per transposed element from which the GEMM form runs (below). */
 #define FILTER_GEMM_FLOPS 300.0
-
-/* Rows 0..nb-1 of src (row r at src + r * lds), columns 0..len-1, into columns
- * col.. of panels of mr rows and kc columns: a[(r / mr) * mr * kc + (col + j) *
- * mr + r % mr]; a last panel's rows past nb are zeros. */
-static void FN(pack_columns)(const ptc_kernel_set *ks, const REAL *src, int64_t lds, int64_t nb,
-                             int64_t len, REAL *a, int64_t kc, int64_t col)
-{
-    int64_t mr = KERNEL_MR(ks);
-    for (int64_t i0 = 0; i0 < nb; i0 += mr)
-        PACK(ks)(len, src + i0 * lds, lds, FN(min64)(mr, nb - i0), a + i0 * kc + col * mr);
-}
 
 /* Columns per piece of a transpose (mr rows of them in L1). */
 #define TRANSPOSE_SPAN 256
