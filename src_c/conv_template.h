@@ -47,12 +47,18 @@ static REAL *FN(alloc)(int64_t n)
     return (REAL *)calloc((size_t)n, sizeof(REAL));
 }
 
-/* Non-zero when every element is finite. */
+/* Non-zero when every element is finite: x * 0 is NaN iff x is NaN or Inf.
+ * Eight sums, which the compiler keeps in one vector register instead of a
+ * chain of dependent scalar adds. */
 static int FN(all_finite)(const REAL *x, int64_t n)
 {
-    REAL acc = 0;
-    for (int64_t i = 0; i < n; i++) acc += x[i] * 0; /* NaN iff some x is NaN or Inf */
-    return acc == 0;
+    REAL acc[8] = {0}, sum = 0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] += x[i + j] * 0;
+    for (; i < n; i++) sum += x[i] * 0;
+    for (int j = 0; j < 8; j++) sum += acc[j];
+    return sum == 0;
 }
 
 /* A row stride of at least n elements, a multiple of nr, and not a multiple of

@@ -223,6 +223,29 @@ def test_shifted_weight_gradient_keeps_inf_and_nan_where_they_belong():
     assert np.allclose(dw[finite], ref[finite], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("where", [0, 16, 629])
+@pytest.mark.parametrize("value", [np.inf, np.nan])
+def test_weight_gradient_finds_one_non_finite_x_anywhere(dtype, where, value):
+    """The scan for non-finite x (eight sums at a time, then the last few
+    one by one) must see an Inf or NaN wherever it is: x's 630 elements
+    leave a tail of 6 past the blocks of 8. Flat indices 0 and 16 sit in the
+    first lane of a block, 629 in the tail; a missed one sends x down the
+    shifted path, which puts NaNs where the reference has none."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((1, 2, 3, 5, 3, 7)).astype(dtype)
+    g = rng.standard_normal((1, 3, 3, 5, 3, 7)).astype(dtype)
+    x.flat[where] = value
+    dw = pytconv.conv_weight_grad(x, (3, 2, 3, 3, 3, 3), g, padding=1)
+    problem = conv_problem("test", x.shape, (3, 2, 3, 3, 3, 3), padding=1)
+    ref = reference.backward_filter(problem, x.astype(np.float64), g.astype(np.float64))
+    assert np.array_equal(np.isnan(dw), np.isnan(ref))
+    assert np.array_equal(np.isinf(dw), np.isinf(ref))
+    finite = np.isfinite(ref)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    assert np.allclose(dw[finite], ref[finite], rtol=tol, atol=tol)
+
+
 def _aligned(a, offset):
     """A copy of a whose data starts `offset` elements past a 64-byte boundary."""
     raw = np.empty(a.size + 64, dtype=a.dtype)
