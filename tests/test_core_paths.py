@@ -187,6 +187,14 @@ def test_transposed_paths(name, dtype, restore_threads):
     assert into.tobytes() == y.tobytes()
 
 
+def _assert_same_non_finite(out, ref, tol):
+    """NaN and Inf exactly where the reference has them, the rest close."""
+    assert np.array_equal(np.isnan(out), np.isnan(ref))
+    assert np.array_equal(np.isinf(out), np.isinf(ref))
+    finite = np.isfinite(ref)
+    assert np.allclose(out[finite], ref[finite], rtol=tol, atol=tol)
+
+
 def test_implicit_gemm_propagates_nan_exactly_where_windows_reach():
     """The implicit GEMM computes and drops the padded columns between rows,
     whose inputs are other rows' data: a NaN must reach exactly the outputs
@@ -198,10 +206,7 @@ def test_implicit_gemm_propagates_nan_exactly_where_windows_reach():
     x[0, 0, 5, 0, 0] = np.inf
     y = pytconv.conv(x, w, padding=1)
     ref = reference.conv(x, w, padding=1)
-    assert np.array_equal(np.isnan(y), np.isnan(ref))
-    assert np.array_equal(np.isinf(y), np.isinf(ref))
-    finite = np.isfinite(ref)
-    assert np.allclose(y[finite], ref[finite], rtol=1e-12, atol=1e-12)
+    _assert_same_non_finite(y, ref, 1e-12)
 
 
 def test_shifted_weight_gradient_keeps_inf_and_nan_where_they_belong():
@@ -217,10 +222,7 @@ def test_shifted_weight_gradient_keeps_inf_and_nan_where_they_belong():
     dw = pytconv.conv_weight_grad(x, (3, 2, 3, 3, 3, 3), g, padding=1)
     problem = conv_problem("test", x.shape, (3, 2, 3, 3, 3, 3), padding=1)
     ref = reference.backward_filter(problem, x, g)
-    assert np.array_equal(np.isnan(dw), np.isnan(ref))
-    assert np.array_equal(np.isinf(dw), np.isinf(ref))
-    finite = np.isfinite(ref)
-    assert np.allclose(dw[finite], ref[finite], rtol=1e-12, atol=1e-12)
+    _assert_same_non_finite(dw, ref, 1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -239,11 +241,7 @@ def test_weight_gradient_finds_one_non_finite_x_anywhere(dtype, where, value):
     dw = pytconv.conv_weight_grad(x, (3, 2, 3, 3, 3, 3), g, padding=1)
     problem = conv_problem("test", x.shape, (3, 2, 3, 3, 3, 3), padding=1)
     ref = reference.backward_filter(problem, x.astype(np.float64), g.astype(np.float64))
-    assert np.array_equal(np.isnan(dw), np.isnan(ref))
-    assert np.array_equal(np.isinf(dw), np.isinf(ref))
-    finite = np.isfinite(ref)
-    tol = 1e-12 if dtype == np.float64 else 1e-5
-    assert np.allclose(dw[finite], ref[finite], rtol=tol, atol=tol)
+    _assert_same_non_finite(dw, ref, 1e-12 if dtype == np.float64 else 1e-5)
 
 
 def _aligned(a, offset):
