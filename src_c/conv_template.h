@@ -1050,6 +1050,31 @@ static void FN(sum_lanes)(const FN(filter_job) *fj, const REAL *sums, int64_t gr
         }
 }
 
+/* The task split of every weight gradient; returns the thread count. Tasks
+ * own blocks of about 128 patch rows (a multiple of `unit`), as many as a
+ * multiple of the thread count (block widths do not change any sum). */
+static int FN(filter_blocks)(FN(job) *job, const ptc_geometry *g, int64_t unit)
+{
+    const ptc_problem *p = g->p;
+    double flops = 2.0 * (double)p->batch * (double)p->out_channels * (double)g->kdim *
+                   (double)g->out_spatial;
+    int nthreads = ptc_threads_for_work(flops);
+    int64_t nblocks = FN(ceil_div)(g->kdim, 128);
+    if (nthreads > 1 && p->groups < nthreads) nblocks = FN(round_up)(nblocks, nthreads);
+    job->block = FN(round_up)(FN(ceil_div)(g->kdim, nblocks), unit);
+    job->nblocks = FN(ceil_div)(g->kdim, job->block);
+    return nthreads;
+}
+
+/* Task t of a split by filter_blocks: its group, and its block of patch rows
+ * [*kk0, *kk0 + returned count). */
+static int64_t FN(filter_block_of)(const FN(job) *job, int64_t t, int64_t *grp, int64_t *kk0)
+{
+    *grp = t / job->nblocks;
+    *kk0 = t % job->nblocks * job->block;
+    return FN(min64)(job->block, job->g->kdim - *kk0);
+}
+
 static ptc_status FN(backward_filter_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
 {
     FN(filter_job) *fj = (FN(filter_job) *)vjob;
@@ -1060,8 +1085,7 @@ static ptc_status FN(backward_filter_task)(void *vjob, int64_t t, int tid, ptc_p
     ptc_status st = FN(scratch_get)(job, tid, &s);
     if (st != PTC_OK) return st;
 
-    int64_t blk = t % job->nblocks, grp = t / job->nblocks;
-    int64_t kk0 = blk * job->block, nb = FN(min64)(job->block, g->kdim - kk0);
+    int64_t grp, kk0, nb = FN(filter_block_of)(job, t, &grp, &kk0);
     int64_t nb_pad = FN(round_up)(nb, fj->dnr), P = g->out_spatial;
     int64_t imgs = fj->imgs, ldk = fj->ldk, ldr = imgs * ldk;
     int64_t x_image = p->in_channels * g->in_spatial, dy_image = p->out_channels * fj->dy_ld;
@@ -1117,22 +1141,6 @@ static ptc_status FN(backward_filter_task)(void *vjob, int64_t t, int tid, ptc_p
     }
     FN(sum_lanes)(fj, sums, grp, kk0, nb, 0);
     return PTC_OK;
-}
-
-/* The task split of every weight gradient; returns the thread count. Tasks
- * own blocks of about 128 patch rows (a multiple of `unit`), as many as a
- * multiple of the thread count (block widths do not change any sum). */
-static int FN(filter_blocks)(FN(job) *job, const ptc_geometry *g, int64_t unit)
-{
-    const ptc_problem *p = g->p;
-    double flops = 2.0 * (double)p->batch * (double)p->out_channels * (double)g->kdim *
-                   (double)g->out_spatial;
-    int nthreads = ptc_threads_for_work(flops);
-    int64_t nblocks = FN(ceil_div)(g->kdim, 128);
-    if (nthreads > 1 && p->groups < nthreads) nblocks = FN(round_up)(nblocks, nthreads);
-    job->block = FN(round_up)(FN(ceil_div)(g->kdim, nblocks), unit);
-    job->nblocks = FN(ceil_div)(g->kdim, job->block);
-    return nthreads;
 }
 
 /* The kernels and the task split shared by both dot-kernel weight-gradient
@@ -1237,8 +1245,7 @@ static ptc_status FN(gemm_filter_task)(void *vjob, int64_t t, int tid, ptc_paral
     FN(scratch) *s;
     ptc_status st = FN(scratch_get)(job, tid, &s);
     if (st != PTC_OK) return st;
-    int64_t blk = t % job->nblocks, grp = t / job->nblocks;
-    int64_t kk0 = blk * job->block, nb = FN(min64)(job->block, g->kdim - kk0);
+    int64_t grp, kk0, nb = FN(filter_block_of)(job, t, &grp, &kk0);
     int64_t P = g->out_spatial, mr = job->mr;
     int in_place = ptc_patches_are_channels(g);
     REAL *cols = s->buf_b, *panels = s->buf_c;
@@ -2099,8 +2106,7 @@ static ptc_status FN(filter_shifted_task)(void *vjob, int64_t t, int tid, ptc_pa
     if (st != PTC_OK) return st;
 
     /* Rows kk' = q * cin_g + ci of the block, shifted rows of the padded input. */
-    int64_t blk = t % job->nblocks, grp = t / job->nblocks;
-    int64_t kk0 = blk * job->block, nb = FN(min64)(job->block, g->kdim - kk0);
+    int64_t grp, kk0, nb = FN(filter_block_of)(job, t, &grp, &kk0);
     int64_t nb_pad = FN(round_up)(nb, fj->dnr);
     REAL *sums = s->buf_c;
     const REAL **rows = (const REAL **)s->ptrs;
