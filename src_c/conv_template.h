@@ -2234,6 +2234,8 @@ static int FN(pad_first)(const ptc_problem *p)
     return padded && ptc_interior_share(p) < 0.75;
 }
 
+#include "winograd_template.h"
+
 static ptc_status FN(backward_data_dispatch)(const ptc_problem *p, const REAL *dy, const REAL *w,
                                              REAL *dx, const ptc_options *opt);
 static ptc_status FN(backward_filter_dispatch)(const ptc_problem *p, const REAL *x,
@@ -2266,6 +2268,14 @@ static ptc_status FN(on_padded)(int op, const ptc_problem *p, const REAL *a, con
 static ptc_status FN(forward_dispatch)(const ptc_problem *p, const REAL *x, const REAL *w,
                                        const REAL *bias, REAL *y, const ptc_options *opt)
 {
+    /* Minimal filtering where it pays; a call whose results it cannot give
+     * as the direct sums would (non-finite numbers) goes on to the others,
+     * as in the two dispatches below. */
+    int fallback;
+    if (FN(wino_ok)(p, 0)) {
+        ptc_status st = FN(wino_run)(0, p, x, w, bias, y, opt, &fallback);
+        if (st != PTC_OK || !fallback) return st;
+    }
     if (FN(direct_ok)(p)) return FN(direct)(0, p, x, w, bias, y, opt);
     if (FN(shifted_ok)(p)) return FN(forward_implicit)(p, x, w, bias, y, opt);
     if (FN(pad_first)(p)) return FN(on_padded)(0, p, x, w, bias, y, opt);
@@ -2275,6 +2285,11 @@ static ptc_status FN(forward_dispatch)(const ptc_problem *p, const REAL *x, cons
 static ptc_status FN(backward_data_dispatch)(const ptc_problem *p, const REAL *dy, const REAL *w,
                                              REAL *dx, const ptc_options *opt)
 {
+    int fallback;
+    if (FN(wino_ok)(p, 1)) {
+        ptc_status st = FN(wino_run)(1, p, dy, w, NULL, dx, opt, &fallback);
+        if (st != PTC_OK || !fallback) return st;
+    }
     /* The flipped problem of a depthwise one is depthwise again: both gather. */
     if (FN(flip_ok)(p)) return FN(backward_data_flipped)(p, dy, w, dx, opt);
     if (FN(direct_ok)(p)) return FN(direct)(1, p, dy, w, NULL, dx, opt);
@@ -2286,6 +2301,11 @@ static ptc_status FN(backward_data_dispatch)(const ptc_problem *p, const REAL *d
 static ptc_status FN(backward_filter_dispatch)(const ptc_problem *p, const REAL *x,
                                                const REAL *dy, REAL *dw, const ptc_options *opt)
 {
+    int fallback;
+    if (FN(wino_ok)(p, 2)) {
+        ptc_status st = FN(wino_filter)(p, x, dy, dw, opt, &fallback);
+        if (st != PTC_OK || !fallback) return st;
+    }
     /* The shifted path also multiplies x by the zeros of dY between rows: only
      * exact when x holds no Inf or NaN (0 * Inf is NaN). */
     if (FN(direct_ok)(p)) return FN(direct)(2, p, x, dy, NULL, dw, opt);

@@ -78,6 +78,18 @@ CONV_PATHS = {
     "long kernel 1d groups": ((1, 4, 300), (6, 2, 50), dict(stride=13, groups=2)),
     "long kernel 1d many channels": ((3, 2, 200), (70, 2, 100), dict(stride=30, padding=((0, 40),))),
     "long kernel windows in the padding": ((2, 3, 5), (2, 3, 50), dict(stride=100, padding=((70, 0),))),
+    # minimal filtering (3x3, stride 2, 64 channels or more on both sides, 256
+    # tiles of 2x2 outputs or more; the weight gradient from 96 channels):
+    # even and odd output sizes (tiles cut by the edge), windows reaching
+    # into large and asymmetric paddings, and wholly outside the input,
+    # groups, a GEMM depth of several k-blocks, 64 channels (forward and
+    # input gradient only)
+    "minimal filtering": ((3, 96, 46, 42), (96, 96, 3, 3), dict(stride=2, padding=1)),
+    "minimal filtering odd outputs unpadded": ((2, 96, 51, 47), (100, 96, 3, 3), dict(stride=2)),
+    "minimal filtering large paddings": ((3, 97, 37, 38), (96, 97, 3, 3), dict(stride=2, padding=((6, 1), (0, 7)))),
+    "minimal filtering groups": ((2, 192, 44, 46), (192, 96, 3, 3), dict(stride=2, padding=(1, 2), groups=2)),
+    "minimal filtering deep": ((1, 400, 62, 66), (64, 400, 3, 3), dict(stride=2, padding=1)),
+    "minimal filtering 64 channels reflect": ((2, 64, 46, 44), (64, 64, 3, 3), dict(stride=2, padding=1, padding_mode="reflect")),
 }
 
 # name: (transposed input shape, w shape, conv_transpose keyword arguments)
@@ -113,6 +125,8 @@ TRANSPOSED_PATHS = {
     # positions in two blocks, the last ending inside a panel; channels enough
     # for the packing to prefetch rows ahead
     "long kernel position blocks": ((1, 40, 300), (40, 2, 64), dict(stride=8)),
+    # the input gradient of a 3x3 stride-2 convolution, by minimal filtering
+    "minimal filtering 3x3 s2": ((4, 96, 22, 17), (96, 80, 3, 3), dict(stride=2, padding=1, output_padding=1)),
 }
 
 
@@ -242,6 +256,41 @@ def test_weight_gradient_finds_one_non_finite_x_anywhere(dtype, where, value):
     problem = conv_problem("test", x.shape, (3, 2, 3, 3, 3, 3), padding=1)
     ref = reference.backward_filter(problem, x.astype(np.float64), g.astype(np.float64))
     _assert_same_non_finite(dw, ref, 1e-12 if dtype == np.float64 else 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("operand", ["x", "w", "dy"])
+@pytest.mark.parametrize("value", [np.inf, np.nan])
+def test_minimal_filtering_leaves_inf_and_nan_to_the_direct_sums(dtype, operand, value):
+    """Minimal filtering takes differences of inputs (Inf - Inf is NaN where
+    the direct sum has an Inf): a call with a non-finite result is run again
+    by the direct method, whose non-finite entries are the reference's. One
+    Inf or NaN at the edge of the input, in a weight, or in the output
+    gradient, for the forward and both gradients."""
+    rng = np.random.default_rng(13)
+    kw = dict(stride=2, padding=1)
+    x = rng.standard_normal((3, 96, 46, 42)).astype(dtype)
+    w = rng.standard_normal((96, 96, 3, 3)).astype(dtype)
+    g = rng.standard_normal(pytconv.conv_output_shape(x.shape, w.shape, **kw)).astype(dtype)
+    {"x": x, "w": w, "dy": g}[operand][(1, 5, 0, 1) if operand != "w" else (7, 3, 0, 2)] = value
+    problem = conv_problem("test", x.shape, w.shape, **kw)
+    x64, w64, g64 = x.astype(np.float64), w.astype(np.float64), g.astype(np.float64)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    results = []
+    np_errors = np.errstate(invalid="ignore")  # the reference's own NaN arithmetic
+    np_errors.__enter__()
+    if operand != "dy":
+        results.append((pytconv.conv(x, w, **kw), reference.forward(problem, x64, w64)))
+    if operand != "x":
+        results.append((pytconv.conv_input_grad(x.shape, w, g, **kw),
+                        reference.backward_data(problem, g64, w64)))
+    if operand != "w":
+        results.append((pytconv.conv_weight_grad(x, w.shape, g, **kw),
+                        reference.backward_filter(problem, x64, g64)))
+    np_errors.__exit__(None, None, None)
+    for out, ref in results:
+        assert not np.isfinite(ref).all()
+        _assert_same_non_finite(out, ref, tol * np.abs(ref[np.isfinite(ref)]).max())
 
 
 def _aligned(a, offset):

@@ -446,6 +446,29 @@ static void deep_problem(ptc_problem *p)
     }
 }
 
+/* A 3x3 stride-2 problem of about 100 channels on both sides and 256 tiles
+ * of 2x2 outputs or more (some 100 MFLOP a pass), which all three passes
+ * run by minimal filtering (winograd_template.h: wino_ok). */
+static void minimal_filtering_problem(ptc_problem *p)
+{
+    memset(p, 0, sizeof *p);
+    p->ndim = 2;
+    p->batch = 2;
+    p->groups = 1;
+    p->in_channels = rnd(96, 104);
+    p->out_channels = rnd(96, 104);
+    p->padding_mode = (ptc_padding_mode)rnd(0, 3);
+    for (int d = 0; d < 2; d++) {
+        p->in_size[d] = rnd(45, 50);
+        p->kernel[d] = 3;
+        p->stride[d] = 2;
+        p->dilation[d] = 1;
+        p->pad_low[d] = rnd(0, 2);
+        p->pad_high[d] = rnd(0, 2);
+        p->out_size[d] = ptc_max_out_size(p, d);
+    }
+}
+
 /* ---- one problem through every primitive ----------------------------------- */
 
 typedef struct {
@@ -904,8 +927,8 @@ int main(int argc, char **argv)
     double t1 = now();
 
     /* Problems large enough that the core really runs two threads (a few
-     * MFLOP each, and two of many channels), compared bitwise between 1 and 2
-     * threads. */
+     * MFLOP each, two of many channels, two by minimal filtering), compared
+     * bitwise between 1 and 2 threads. */
     for (int c = 0; c < 12; c++) {
         ptc_problem p;
         medium_problem(&p);
@@ -914,6 +937,11 @@ int main(int argc, char **argv)
     for (int c = 0; c < 2; c++) {
         ptc_problem p;
         deep_problem(&p);
+        check_problem(&p, c % 2 ? PTC_FLOAT64 : PTC_FLOAT32, 1);
+    }
+    for (int c = 0; c < 2; c++) {
+        ptc_problem p;
+        minimal_filtering_problem(&p);
         check_problem(&p, c % 2 ? PTC_FLOAT64 : PTC_FLOAT32, 1);
     }
     double t2 = now();

@@ -1,0 +1,772 @@
+/* Minimal filtering for 2-d convolutions with 3x3 kernels at stride 2, for
+ * one element type: included by conv_template.h, whose FN, REAL and kernel
+ * macros it uses.
+ *
+ * Along one axis, two outputs of a 3-tap stride-2 correlation read a window
+ * d0..d4 and are y0 = w0 d0 + w1 d1 + w2 d2, y1 = w0 d2 + w1 d3 + w2 d4: six
+ * products. The even taps on the even window elements form a stride-1
+ * correlation of two taps over (d0, d2, d4), which Toom-Cook at 0, 1 and
+ * infinity does in three products; the odd tap takes two:
+ *
+ *   points   v = (d0 - d2, d2, d4 - d2, d1, d3)
+ *   weights  u = (w0, w0 + w2, w2, w1, w1)
+ *   outputs  y0 = m0 + m1 + m3, y1 = m1 + m2 + m4    (m = u * v)
+ *
+ * so 5 products per 2 outputs instead of 6, every coefficient 0 or +-1 (no
+ * rounding beyond that of the direct sum's own order). In 2-d, the tensor
+ * product of this with itself: 25 points per 2x2 outputs instead of 36, each
+ * point one GEMM over channels on the micro-kernels, M[pt] = U[pt] V[pt]
+ * (output channels x input channels times input channels x tiles).
+ *
+ * The input gradient (the transposed convolution) is computed from the side
+ * of dx, so that each dx element is written by one tile and nothing is
+ * scattered: along an axis, dx[2u] = w1 dy[u] and dx[2u + 1] = w2 dy[u] +
+ * w0 dy[u + 1] (padding 1; other paddings shift the phases), so four dx from
+ * a dy window e0..e2 are
+ *
+ *   points   q = (e0 - e1, e1, e2 - e1, e0, e1)
+ *   weights  u = (w2, w0 + w2, w0, w1, w1)
+ *   outputs  dx0 = m3, dx1 = m0 + m1, dx2 = m4, dx3 = m1 + m2
+ *
+ * the same products per element as the forward, with the taps reversed.
+ *
+ * The weight gradient is the forward's algorithm transposed: per point, dU =
+ * Q V^T summed over tiles, with Q = (dy0, dy0 + dy1, dy1, dy0, dy1) of a
+ * tile's two output gradients and V the forward's points, then dw0 = dU0 +
+ * dU1, dw1 = dU3 + dU4, dw2 = dU1 + dU2.
+ *
+ * Differences of Inf are NaN where the direct sum has an Inf: a call whose
+ * results hold anything but finite numbers is run again by the direct
+ * method, which gives what it would have given (the check costs nothing
+ * next to the call; such a call costs two). */
+
+#define WINO_AXIS 5 /* points along one axis */
+#define WINO_POINTS (WINO_AXIS * WINO_AXIS)
+/* Working set per thread the tile blocks are sized for: transformed
+ * windows, a point's product and the output accumulators. */
+#define WINO_BLOCK_BYTES (1536.0 * 1024)
+
+/* The output elements (along one axis) that point a is added into, -1 for
+ * none: the forward's y0, y1 and the input gradient's dx0..dx3. */
+static const int8_t FN(wino_targets)[2][WINO_AXIS][2] = {
+    {{0, -1}, {0, 1}, {1, -1}, {0, -1}, {1, -1}},
+    {{1, -1}, {1, 3}, {3, -1}, {0, -1}, {2, -1}},
+};
+
+/* Eligible for op (0 forward, 1 input gradient, 2 weight gradient): 2-d,
+ * 3x3, stride 2, no dilation, zero padding (other modes come here padded
+ * already), and enough work in the GEMMs for them to outweigh the
+ * transforms: channels on both sides (each point's GEMM is as deep and as
+ * tall as they are; the transforms' cost per element is fixed) and tiles
+ * (the weights' transform is paid once per call). The bounds are measured
+ * (benchmarks/README.md, entry 12): with 32 channels every pass was slower
+ * than the direct one, with 64 the weight gradient still was, and below
+ * some 200 tiles the forward. */
+static int FN(wino_ok)(const ptc_problem *p, int op)
+{
+    if (p->ndim != 2 || p->padding_mode != PTC_PAD_ZEROS) return 0;
+    for (int d = 0; d < 2; d++)
+        if (p->kernel[d] != 3 || p->stride[d] != 2 || p->dilation[d] != 1 ||
+            p->out_size[d] < 2)
+            return 0;
+    int64_t cin_g = p->in_channels / p->groups, cout_g = p->out_channels / p->groups;
+    int64_t least = op == 2 ? 96 : 64;
+    double tiles = (double)p->batch * (double)FN(ceil_div)(p->out_size[0], 2) *
+                   (double)FN(ceil_div)(p->out_size[1], 2);
+    return cin_g >= least && cout_g >= least && tiles >= 256;
+}
+
+/* Floor of a / b for b > 0. */
+static int64_t FN(floor_div)(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+/* The tiles along one axis: tile t reads the window [t * wstep + w0, + wlen)
+ * of its input and writes [t * ostep + o0, + olen) of its output. */
+typedef struct {
+    int64_t count, wstep, w0, ostep, o0;
+} FN(wino_axis);
+
+static FN(wino_axis) FN(wino_axis_of)(int op, const ptc_problem *p, int d)
+{
+    FN(wino_axis) a;
+    int64_t pad = p->pad_low[d];
+    if (op == 1) {
+        /* dx tile s covers [4s + 1 - pad, + 4) from dy[2s .. 2s + 2]: the
+         * first tile reaching dx[0] to the last one starting inside dx */
+        int64_t s0 = FN(floor_div)(pad - 5, 4) + 1, s1 = FN(floor_div)(p->in_size[d] - 2 + pad, 4);
+        a.count = s1 - s0 + 1;
+        a.wstep = 2;
+        a.w0 = 2 * s0;
+        a.ostep = 4;
+        a.o0 = 4 * s0 + 1 - pad;
+    } else {
+        /* outputs 2t, 2t + 1 from x[4t - pad .. 4t - pad + 4] */
+        a.count = FN(ceil_div)(p->out_size[d], 2);
+        a.wstep = 4;
+        a.w0 = -pad;
+        a.ostep = 2;
+        a.o0 = 0;
+    }
+    return a;
+}
+
+/* The 25 points of a window (rows ds apart) into v[pt * vs]: along each
+ * axis the forward's (d0 - d2, d2, d4 - d2, d1, d3) of a window of 5, or the
+ * input gradient's (e0 - e1, e1, e2 - e1, e0, e1) of a window of 3. Written
+ * out in scalars, which the compiler keeps in registers: through arrays and
+ * loops, the transforms cost three times the loads and stores. */
+static inline void FN(wino_points5x5)(const REAL *d, int64_t ds, REAL *v, int64_t vs)
+{
+    REAL r[5][5];
+#pragma GCC unroll 5
+    for (int i = 0; i < 5; i++) {
+        const REAL *row = d + i * ds;
+        REAL d0 = row[0], d1 = row[1], d2 = row[2], d3 = row[3], d4 = row[4];
+        r[i][0] = d0 - d2, r[i][1] = d2, r[i][2] = d4 - d2, r[i][3] = d1, r[i][4] = d3;
+    }
+#pragma GCC unroll 5
+    for (int b = 0; b < 5; b++) {
+        REAL e0 = r[0][b], e1 = r[1][b], e2 = r[2][b], e3 = r[3][b], e4 = r[4][b];
+        v[b * vs] = e0 - e2;
+        v[(5 + b) * vs] = e2;
+        v[(10 + b) * vs] = e4 - e2;
+        v[(15 + b) * vs] = e1;
+        v[(20 + b) * vs] = e3;
+    }
+}
+
+/* The input gradient's points along an axis hold e1 twice (the second and
+ * the last): 4 distinct, 16 in 2-d, written as a 4 x 4 block. */
+#define WINO_DY_AXIS 4
+static const int8_t FN(wino_dy_v)[WINO_AXIS] = {0, 1, 2, 3, 1};
+
+static inline void FN(wino_points3x3)(const REAL *d, int64_t ds, REAL *v, int64_t vs)
+{
+    REAL r[3][4];
+#pragma GCC unroll 3
+    for (int i = 0; i < 3; i++) {
+        const REAL *row = d + i * ds;
+        REAL e0 = row[0], e1 = row[1], e2 = row[2];
+        r[i][0] = e0 - e1, r[i][1] = e1, r[i][2] = e2 - e1, r[i][3] = e0;
+    }
+#pragma GCC unroll 4
+    for (int b = 0; b < 4; b++) {
+        REAL e0 = r[0][b], e1 = r[1][b], e2 = r[2][b];
+        v[b * vs] = e0 - e1;
+        v[(4 + b) * vs] = e1;
+        v[(8 + b) * vs] = e2 - e1;
+        v[(12 + b) * vs] = e0;
+    }
+}
+
+/* The weights' points along one axis, the forward's (w0, w0 + w2, w2, w1, w1)
+ * or, reversed, the input gradient's: 4 distinct ones (the last two are
+ * equal), so 16 distinct in 2-d, the A operands of the 25 GEMMs. */
+#define WINO_W_POINTS 16
+static const int8_t FN(wino_w_point)[WINO_AXIS] = {0, 1, 2, 3, 3};
+
+static inline void FN(wino_weights3)(int reversed, const REAL *w, int64_t ws, REAL *u,
+                                     int64_t us)
+{
+    REAL w0 = w[0], w1 = w[ws], w2 = w[2 * ws];
+    u[0] = reversed ? w2 : w0;
+    u[us] = w0 + w2;
+    u[2 * us] = reversed ? w0 : w2;
+    u[3 * us] = w1;
+}
+
+static const int8_t FN(wino_identity)[WINO_AXIS] = {0, 1, 2, 3, 4};
+
+/* The order the 25 points are done in: those sharing weights one after the
+ * other, so that the second finds them in L2. */
+static const int8_t FN(wino_order)[WINO_POINTS] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,
+                                                  10, 11, 12, 13, 14, 15, 20, 16, 21, 17,
+                                                  22, 18, 23, 19, 24};
+
+/* Elements between two points' blocks: a whole number of pages and one
+ * line more, so that the 25 blocks, written and read side by side, fall into
+ * different cache sets (page-multiple strides put them all in one, and the
+ * transforms ran at a fifth of their speed). */
+static int64_t FN(wino_skewed)(int64_t elems)
+{
+    return FN(round_up)(elems, 4096 / (int64_t)sizeof(REAL)) + 64 / (int64_t)sizeof(REAL);
+}
+
+/* The 25 points of the wlen x wlen window at (y0, x0) of a plane (zeros
+ * outside it) into v[pt * vs]. */
+static inline void FN(wino_window_points)(const REAL *plane, int64_t h, int64_t w, int64_t y0,
+                                          int64_t x0, int64_t wlen, REAL *v, int64_t vs)
+{
+    REAL win[5][5];
+    const REAL *base = plane + y0 * w + x0;
+    int64_t bs = w;
+    if (y0 < 0 || x0 < 0 || y0 + wlen > h || x0 + wlen > w) {
+        /* at the border: zeros outside the plane. Branch-free selects of
+         * loads from clamped columns of the rows inside it; fixed-length
+         * loops, which the compiler does not make calls of memcpy (it did
+         * with the inside of each row: a tenth of the call). */
+        int64_t i0 = y0 < 0 ? -y0 : 0, i1 = FN(min64)(wlen, h - y0);
+        int64_t k0 = x0 < 0 ? -x0 : 0, k1 = FN(min64)(wlen, w - x0);
+        if (i0 >= i1 || k0 >= k1) /* all outside (large paddings) */
+            memset(win, 0, sizeof(win));
+        else
+            for (int i = 0; i < 5; i++) {
+                int inside = i >= i0 && i < i1;
+                const REAL *row = base + (inside ? i : i0) * w;
+                for (int k = 0; k < 5; k++) {
+                    int64_t kc = k < k0 ? k0 : k >= k1 ? k1 - 1 : k;
+                    REAL val = row[kc];
+                    win[i][k] = inside && k >= k0 && k < k1 ? val : 0;
+                }
+            }
+        base = &win[0][0];
+        bs = 5;
+    }
+    if (wlen == 5)
+        FN(wino_points5x5)(base, bs, v, vs);
+    else
+        FN(wino_points3x3)(base, bs, v, vs);
+}
+
+typedef struct {
+    int op; /* 0 forward (x -> y), 1 input gradient (dy -> dx) */
+    const ptc_problem *p;
+    const ptc_kernel_set *ks;
+    FN(kernel_fn) const *kerns;
+    int64_t mr, nr, vlen;
+    int64_t ca, cb;           /* channels per group: the GEMMs' k, and their rows */
+    int64_t in_channels, out_channels, in_h, in_w, out_h, out_w, wlen, olen;
+    FN(wino_axis) ay, ax;
+    int64_t ntiles, nb, nblocks, ldb, kc, npanels;
+    int64_t a_pt, v_pt, acc_pt; /* elements per point (weights, points), per output */
+    int vaxis;                  /* distinct points of the windows along an axis */
+    const int8_t *vmap;         /* point along an axis -> its distinct one */
+    const REAL *in, *w, *bias;
+    REAL *out;
+    REAL *apack;              /* [grp][point][panel][ca][mr] */
+    REAL *scratch;            /* per thread: V, the product, the accumulators */
+    int64_t scratch_elems, v_elems, m_elems;
+    atomic_int nonfinite;
+} FN(wino_job);
+
+static FN(kernel_fn) FN(wino_kernel_for)(const FN(wino_job) *job, int64_t ncols)
+{
+    return job->kerns[(ncols + job->vlen - 1) / job->vlen - 1];
+}
+
+/* Weight transform of one panel of mr GEMM rows for every point. */
+static ptc_status FN(wino_weight_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
+{
+    (void)tid;
+    (void)par;
+    FN(wino_job) *job = (FN(wino_job) *)vjob;
+    const ptc_problem *p = job->p;
+    int64_t grp = t / job->npanels, pi = t % job->npanels, mr = job->mr;
+    int64_t cin_g = p->in_channels / p->groups, cout_g = p->out_channels / p->groups;
+    REAL *a = job->apack + grp * WINO_W_POINTS * job->a_pt + pi * job->ca * mr;
+    for (int64_t k = 0; k < job->ca; k++)
+        for (int64_t i = 0; i < mr; i++) {
+            int64_t row = pi * mr + i, co = job->op ? k : row, ci = job->op ? row : k;
+            REAL *dst = a + k * mr + i;
+            if (row >= job->cb) {
+                for (int pt = 0; pt < WINO_W_POINTS; pt++) dst[pt * job->a_pt] = 0;
+                continue;
+            }
+            const REAL *wk = job->w + ((grp * cout_g + co) * cin_g + ci) * 9;
+            REAL r[3][4];
+#pragma GCC unroll 3
+            for (int ky = 0; ky < 3; ky++) FN(wino_weights3)(job->op, wk + 3 * ky, 1, r[ky], 1);
+#pragma GCC unroll 4
+            for (int b = 0; b < 4; b++)
+                FN(wino_weights3)(job->op, &r[0][b], 4, dst + b * job->a_pt, 4 * job->a_pt);
+        }
+    return PTC_OK;
+}
+
+/* The input windows of tiles [t0, t0 + nt) of group grp as points:
+ * v[pt * v_pt + c * ldb + j]; columns nt .. up to a whole strip are zeros.
+ * A channel at a time, tile after tile: each of the 25 lines being written
+ * then fills before the next channel's (tile by tile, every store missed
+ * L1). tile[] takes 3 nt entries: the windows' offsets and corners. */
+static void FN(wino_points_block)(const FN(wino_job) *job, int64_t grp, int64_t t0, int64_t nt,
+                                  REAL *v, int64_t *tile)
+{
+    int64_t per_image = job->ay.count * job->ax.count, plane = job->in_h * job->in_w;
+    int64_t jend = FN(round_up)(nt, job->nr), *wy = tile + nt, *wx = wy + nt;
+    for (int64_t j = 0; j < nt; j++) {
+        int64_t t = t0 + j, n = t / per_image, r = t % per_image;
+        wy[j] = job->ay.w0 + (r / job->ax.count) * job->ay.wstep;
+        wx[j] = job->ax.w0 + (r % job->ax.count) * job->ax.wstep;
+        tile[j] = (n * job->in_channels + grp * job->ca) * plane;
+    }
+    for (int64_t c = 0; c < job->ca; c++) {
+        REAL *dst = v + c * job->ldb;
+        for (int64_t j = 0; j < nt; j++)
+            FN(wino_window_points)(job->in + tile[j] + c * plane, job->in_h, job->in_w, wy[j],
+                                   wx[j], job->wlen, dst + j, job->v_pt);
+        for (int64_t j = nt; j < jend; j++)
+            for (int pt = 0; pt < job->vaxis * job->vaxis; pt++) dst[pt * job->v_pt + j] = 0;
+    }
+}
+
+/* The accumulators of a block's tiles (olen x olen outputs each) into the
+ * output of group grp, plus the bias, inside the output's bounds; non-zero
+ * when a result is not finite. The tiles come in runs along an output row
+ * (run_j[r], run_n[r]; off[j], lim[j]: tile j's offset and bounds): a run
+ * of whole tiles is rows of consecutive outputs, stored by loops of constant
+ * length (olen is a constant where this is called) that the compiler
+ * vectorises; a tile cut by the output's edge is a run of its own. */
+static inline int FN(wino_store)(const FN(wino_job) *job, const REAL *acc, int64_t grp,
+                                 int64_t nruns, const int64_t *run_j, const int64_t *run_n,
+                                 const int64_t *off, const int64_t *lim, int olen)
+{
+    int64_t plane = job->out_h * job->out_w, ow = job->out_w, cb = job->cb, ps = job->acc_pt;
+    int64_t whole = olen << 8 | (int64_t)olen << 24;
+    REAL fin[16] = {0}; /* one sum per output position: no chain of dependent adds */
+    for (int64_t c = 0; c < cb; c++) {
+        REAL bias = job->bias ? job->bias[grp * cb + c] : 0, *dc = job->out + c * plane;
+        const REAL *src = acc + c * job->ldb;
+        for (int64_t r = 0; r < nruns; r++) {
+            int64_t j0 = run_j[r], n = run_n[r];
+            REAL *dst = dc + off[j0];
+            if (lim[j0] == whole) {
+                for (int iy = 0; iy < olen; iy++) {
+                    REAL *drow = dst + iy * ow;
+                    const REAL *srow = src + iy * olen * ps + j0;
+                    for (int64_t t = 0; t < n; t++)
+                        for (int ix = 0; ix < olen; ix++) {
+                            REAL val = srow[ix * ps + t];
+                            fin[ix] += val * 0;
+                            drow[t * olen + ix] = val + bias;
+                        }
+                }
+                continue;
+            }
+            int64_t ylo = lim[j0] & 255, yhi = lim[j0] >> 8 & 255;
+            int64_t xlo = lim[j0] >> 16 & 255, xhi = lim[j0] >> 24 & 255;
+            for (int64_t iy = ylo; iy < yhi; iy++)
+                for (int64_t ix = xlo; ix < xhi; ix++) {
+                    REAL val = src[(iy * olen + ix) * ps + j0];
+                    fin[ix] += val * 0;
+                    dst[iy * ow + ix] = val + bias;
+                }
+        }
+    }
+    REAL any = 0;
+    for (int o = 0; o < 16; o++) any += fin[o];
+    return any != 0;
+}
+
+/* A block of tiles of one group: points, 25 GEMMs, outputs. */
+static ptc_status FN(wino_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
+{
+    (void)par;
+    FN(wino_job) *job = (FN(wino_job) *)vjob;
+    int64_t grp = t / job->nblocks, t0 = (t % job->nblocks) * job->nb;
+    int64_t nt = FN(min64)(job->nb, job->ntiles - t0);
+    int64_t ldb = job->ldb, cb = job->cb, mr = job->mr, olen = job->olen;
+    REAL *v = job->scratch + tid * job->scratch_elems;
+    REAL *m = v + job->v_elems, *acc = m + job->m_elems;
+    int64_t acc_stride = job->acc_pt; /* elements per output position of a tile */
+
+    int64_t *off = (int64_t *)(acc + olen * olen * acc_stride), *lim = off + nt;
+    FN(wino_points_block)(job, grp, t0, nt, v, off);
+
+    int touched[16] = {0};
+    const int8_t(*tg)[2] = FN(wino_targets)[job->op];
+    for (int step = 0; step < WINO_POINTS; step++) {
+        int pt = FN(wino_order)[step];
+        const int8_t *ty = tg[pt / 5], *tx = tg[pt % 5];
+        int single = ty[1] < 0 && tx[1] < 0;
+        int first = ty[0] * olen + tx[0];
+        /* a point added into one output goes there straight from the
+         * kernels; one added into several, through m */
+        REAL *c = single ? acc + first * acc_stride : m;
+        int add = single && touched[first];
+        const REAL *a = job->apack + (grp * WINO_W_POINTS + FN(wino_w_point)[pt / 5] * 4 +
+                                      FN(wino_w_point)[pt % 5]) *
+                                         job->a_pt;
+        const REAL *vp = v + (job->vmap[pt / 5] * job->vaxis + job->vmap[pt % 5]) * job->v_pt;
+        for (int64_t k0 = 0; k0 < job->ca; k0 += job->kc) {
+            int64_t kc = FN(min64)(job->kc, job->ca - k0);
+            int flags = add || k0 > 0 ? PTC_TILE_ADD : 0;
+            for (int64_t j0 = 0; j0 < nt; j0 += job->nr) {
+                int64_t ncols = FN(min64)(job->nr, nt - j0);
+                FN(kernel_fn) kern = FN(wino_kernel_for)(job, ncols);
+                for (int64_t i0 = 0; i0 < cb; i0 += mr)
+                    kern(kc, a + ((i0 / mr) * job->ca + k0) * mr, vp + k0 * ldb + j0, ldb,
+                         c + i0 * ldb + j0, ldb, flags, FN(min64)(mr, cb - i0), ncols);
+            }
+        }
+        if (single) {
+            touched[first] = 1;
+            continue;
+        }
+        for (int iy = 0; iy < 2 && ty[iy] >= 0; iy++)
+            for (int ix = 0; ix < 2 && tx[ix] >= 0; ix++) {
+                int o = ty[iy] * olen + tx[ix];
+                REAL *dst = acc + o * acc_stride;
+                if (touched[o])
+                    for (int64_t r = 0; r < cb; r++)
+                        AXPY(job->ks)(nt, 1, m + r * ldb, 1, dst + r * ldb, 1);
+                else
+                    for (int64_t r = 0; r < cb; r++)
+                        memcpy(dst + r * ldb, m + r * ldb, (size_t)nt * sizeof(REAL));
+                touched[o] = 1;
+            }
+    }
+
+    /* The accumulators into the output, inside its bounds, a channel at a
+     * time (a tile at a time, every store went to another plane: a tenth of
+     * the call); any non-finite result sends the call to the direct method. */
+    int64_t per_image = job->ay.count * job->ax.count, plane = job->out_h * job->out_w;
+    int64_t *run_j = lim + nt, *run_n = run_j + nt, nruns = 0;
+    for (int64_t j = 0; j < nt; j++) {
+        int64_t tt = t0 + j, n = tt / per_image, r = tt % per_image;
+        int64_t y0 = job->ay.o0 + (r / job->ax.count) * job->ay.ostep;
+        int64_t x0 = job->ax.o0 + (r % job->ax.count) * job->ax.ostep;
+        int64_t ylo = y0 < 0 ? -y0 : 0, yhi = FN(min64)(olen, job->out_h - y0);
+        int64_t xlo = x0 < 0 ? -x0 : 0, xhi = FN(min64)(olen, job->out_w - x0);
+        off[j] = (n * job->out_channels + grp * cb) * plane + y0 * job->out_w + x0;
+        lim[j] = ylo | yhi << 8 | xlo << 16 | xhi << 24;
+        /* a whole tile right of one in its run (same row, next place) joins it */
+        int64_t whole = olen << 8 | olen << 24;
+        if (nruns && lim[j] == whole && lim[run_j[nruns - 1]] == whole && r % job->ax.count &&
+            off[j] == off[j - 1] + job->ax.ostep)
+            run_n[nruns - 1]++;
+        else
+            run_j[nruns] = j, run_n[nruns++] = 1;
+    }
+    int nonfinite = olen == 2
+                        ? FN(wino_store)(job, acc, grp, nruns, run_j, run_n, off, lim, 2)
+                        : FN(wino_store)(job, acc, grp, nruns, run_j, run_n, off, lim, 4);
+    if (nonfinite) atomic_store(&job->nonfinite, 1);
+    return PTC_OK;
+}
+
+/* Tiles per block (block sizes change no sum: every column of the GEMMs is
+ * a sum of its own): a multiple of the vector length, at most what the
+ * working set allows (col_bytes a tile) but a strip at least, and of these
+ * the one whose slowest thread has the fewest columns to do, counting the
+ * columns of a strip narrower than the kernels' widest as a quarter dearer
+ * (measured: about what the narrower kernels lose). */
+static int64_t FN(wino_block_tiles)(int64_t ntiles, int64_t groups, int nthreads, int64_t nr,
+                                    int64_t vlen, double col_bytes)
+{
+    int64_t most = (int64_t)(WINO_BLOCK_BYTES / col_bytes), best = nr;
+    if (most < nr) most = nr;
+    double best_cost = -1;
+    for (int64_t nb = vlen; nb <= most; nb += vlen) {
+        int64_t tasks = groups * FN(ceil_div)(ntiles, nb), rest = nb % nr;
+        double cols = (double)(nb - rest) + 1.25 * (double)rest;
+        double cost = (double)FN(ceil_div)(tasks, nthreads) * cols / (double)nb *
+                      (double)FN(min64)(nb, ntiles);
+        if (best_cost < 0 || cost <= best_cost) best = nb, best_cost = cost;
+    }
+    return FN(min64)(best, FN(round_up)(ntiles, vlen));
+}
+
+/* Forward (op 0) or input gradient (op 1) by minimal filtering. Sets
+ * *fallback when the results are not all finite: the caller then runs the
+ * direct method. */
+static ptc_status FN(wino_run)(int op, const ptc_problem *p, const REAL *in, const REAL *w,
+                               const REAL *bias, REAL *out, const ptc_options *opt, int *fallback)
+{
+    FN(wino_job) job;
+    memset(&job, 0, sizeof(job));
+    job.op = op;
+    job.p = p;
+    job.ks = ptc_kernels();
+    job.kerns = KERNELS(job.ks);
+    job.mr = KERNEL_MR(job.ks);
+    job.vlen = KERNEL_VLEN(job.ks);
+    job.nr = KERNEL_NV(job.ks) * job.vlen;
+    int64_t cin_g = p->in_channels / p->groups, cout_g = p->out_channels / p->groups;
+    job.ca = op ? cout_g : cin_g;
+    job.cb = op ? cin_g : cout_g;
+    job.in_channels = op ? p->out_channels : p->in_channels;
+    job.out_channels = op ? p->in_channels : p->out_channels;
+    job.in_h = op ? p->out_size[0] : p->in_size[0];
+    job.in_w = op ? p->out_size[1] : p->in_size[1];
+    job.out_h = op ? p->in_size[0] : p->out_size[0];
+    job.out_w = op ? p->in_size[1] : p->out_size[1];
+    job.wlen = op ? 3 : 5;
+    job.vaxis = op ? WINO_DY_AXIS : WINO_AXIS;
+    job.vmap = op ? FN(wino_dy_v) : FN(wino_identity);
+    job.olen = op ? 4 : 2;
+    job.ay = FN(wino_axis_of)(op, p, 0);
+    job.ax = FN(wino_axis_of)(op, p, 1);
+    job.ntiles = p->batch * job.ay.count * job.ax.count;
+    job.in = in;
+    job.w = w;
+    job.bias = bias;
+    job.out = out;
+    job.kc = FN(block_len)(job.ca, KC_BYTES / (job.nr * (int64_t)sizeof(REAL)));
+    job.npanels = FN(ceil_div)(job.cb, job.mr);
+
+    double flops = 2.0 * WINO_POINTS * (double)job.ntiles * (double)job.ca * (double)job.cb *
+                   (double)p->groups;
+    int nthreads = ptc_threads_for_work(flops);
+    job.nb = FN(wino_block_tiles)(job.ntiles, p->groups, nthreads, job.nr, job.vlen,
+                                  (double)(job.vaxis * job.vaxis * job.ca +
+                                           (job.olen * job.olen + 1) * job.cb) *
+                                      sizeof(REAL));
+    job.nblocks = FN(ceil_div)(job.ntiles, job.nb);
+    job.ldb = FN(leading_dim)(job.nb, job.nr);
+    job.a_pt = FN(wino_skewed)(job.npanels * job.mr * job.ca);
+    job.v_pt = FN(wino_skewed)(job.ca * job.ldb);
+    job.acc_pt = FN(wino_skewed)(job.cb * job.ldb);
+    job.v_elems = job.vaxis * job.vaxis * job.v_pt;
+    job.m_elems = FN(round_up)(FN(round_up)(job.cb, job.mr) * job.ldb, 64 / (int64_t)sizeof(REAL));
+    /* and 4 nb int64 of the tiles' offsets, bounds and runs */
+    job.scratch_elems = job.v_elems + job.m_elems + job.olen * job.olen * job.acc_pt +
+                        4 * job.nb * (int64_t)(sizeof(int64_t) / sizeof(REAL) + 1);
+    job.scratch_elems = FN(round_up)(job.scratch_elems, 64 / (int64_t)sizeof(REAL));
+
+    /* The per-thread scratch from the calling thread's workspace, which is
+     * kept between calls (fresh pages cost a fault each). */
+    int64_t total;
+    if (!ptc_mul_ok(job.scratch_elems, nthreads, &total) ||
+        (uint64_t)total > (SIZE_MAX - 64) / sizeof(REAL))
+        return PTC_ERR_OVERFLOW;
+    char *raw = (char *)ptc_workspace_acquire(0, (size_t)total * sizeof(REAL) + 64);
+    job.apack = FN(alloc)(p->groups * WINO_W_POINTS * job.a_pt);
+    ptc_status st = raw && job.apack ? PTC_OK : PTC_ERR_NO_MEMORY;
+    if (st == PTC_OK) {
+        job.scratch = (REAL *)(raw + (64 - (uintptr_t)raw % 64) % 64);
+        st = ptc_parallel_for(p->groups * job.npanels, nthreads, FN(wino_weight_task), &job, opt);
+    }
+    if (st == PTC_OK)
+        st = ptc_parallel_for(p->groups * job.nblocks, nthreads, FN(wino_task), &job, opt);
+    free(job.apack);
+    if (raw) ptc_workspace_release(0);
+    *fallback = st == PTC_OK && atomic_load(&job.nonfinite);
+    return st;
+}
+
+/* ---- weight gradient ---------------------------------------------------- */
+
+/* Bytes of the points of one chunk of tiles (of x and of dy), reduced over in
+ * turn: bounded whatever the batch. */
+#define WINO_CHUNK_BYTES (32.0 * 1024 * 1024)
+#define WINO_POINT_TILES 32 /* tiles per task of the points' pass */
+#define WINO_FILTER_PANELS 8 /* weight-gradient rows per GEMM task, in panels */
+/* dy's points along an axis, (dy0, dy0 + dy1, dy1, dy0, dy1), are 3 distinct
+ * ones: the A operands of the 25 GEMMs are 9. */
+#define WINO_DY_POINTS 9
+static const int8_t FN(wino_dy_point)[WINO_AXIS] = {0, 1, 2, 0, 2};
+
+typedef struct {
+    const ptc_problem *p;
+    const ptc_kernel_set *ks;
+    FN(kernel_fn) const *kerns;
+    int64_t mr, nr, vlen;
+    int64_t cin_g, cout_g, npanels, ldv, kc;
+    FN(wino_axis) ay, ax;
+    int64_t ntiles, t0, nt, chunk_tiles; /* all tiles; the chunk being reduced */
+    int64_t v_pt, q_pt, u_pt;            /* elements per point of vt, qpack, du */
+    const REAL *x, *dy;
+    REAL *dw;
+    REAL *vt;    /* x's points, [grp][point][tile][ldv] */
+    REAL *qpack; /* dy's distinct points as A panels, [grp][9][panel][tile][mr] */
+    REAL *du;    /* [grp][point][cout_g][ldv] */
+    int64_t row_blocks;
+    atomic_int nonfinite;
+} FN(wino_filter_job);
+
+/* x's and dy's points of tiles [j0, j1) of the chunk, one group. */
+static ptc_status FN(wino_filter_points_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
+{
+    (void)tid;
+    (void)par;
+    FN(wino_filter_job) *job = (FN(wino_filter_job) *)vjob;
+    const ptc_problem *p = job->p;
+    int64_t nblk = FN(ceil_div)(job->nt, WINO_POINT_TILES);
+    int64_t grp = t / nblk, j0 = (t % nblk) * WINO_POINT_TILES;
+    int64_t j1 = FN(min64)(j0 + WINO_POINT_TILES, job->nt), mr = job->mr, tc = job->chunk_tiles;
+    int64_t per_image = job->ay.count * job->ax.count;
+    int64_t H = p->in_size[0], W = p->in_size[1], OH = p->out_size[0], OW = p->out_size[1];
+    int64_t cend = FN(round_up)(job->cin_g, job->nr);
+    REAL *vt = job->vt + grp * WINO_POINTS * job->v_pt;
+    REAL *qp = job->qpack + grp * WINO_DY_POINTS * job->q_pt;
+    /* Eight channels (one line of each point) at a time over the task's
+     * tiles: the lines written fill at once, and the planes read stay in L1
+     * (a tile at a time over all channels, neither did). */
+    int64_t xoff[WINO_POINT_TILES], yoff[WINO_POINT_TILES], wy[WINO_POINT_TILES],
+        wx[WINO_POINT_TILES], ny[WINO_POINT_TILES], nx[WINO_POINT_TILES];
+    for (int64_t j = j0; j < j1; j++) {
+        int64_t tt = job->t0 + j, n = tt / per_image, r = tt % per_image, l = j - j0;
+        int64_t ty = r / job->ax.count, tx = r % job->ax.count;
+        wy[l] = job->ay.w0 + ty * 4;
+        wx[l] = job->ax.w0 + tx * 4;
+        xoff[l] = (n * p->in_channels + grp * job->cin_g) * H * W;
+        yoff[l] = (n * p->out_channels + grp * job->cout_g) * OH * OW + 2 * ty * OW + 2 * tx;
+        ny[l] = FN(min64)(2, OH - 2 * ty);
+        nx[l] = FN(min64)(2, OW - 2 * tx);
+    }
+    for (int64_t c0 = 0; c0 < cend; c0 += 8)
+        for (int64_t j = j0; j < j1; j++) {
+            int64_t l = j - j0;
+            REAL *vj = vt + j * job->ldv;
+            for (int64_t c = c0; c < c0 + 8 && c < cend; c++) {
+                if (c < job->cin_g)
+                    FN(wino_window_points)(job->x + xoff[l] + c * H * W, H, W, wy[l], wx[l], 5,
+                                           vj + c, job->v_pt);
+                else
+                    for (int pt = 0; pt < WINO_POINTS; pt++) vj[pt * job->v_pt + c] = 0;
+            }
+        }
+    /* dy's two by two outputs of each tile (zero past the edge) as the 9
+     * distinct points, along an axis (dy0, dy0 + dy1, dy1); a panel of
+     * channels at a time, as above */
+    for (int64_t pi = 0; pi < job->npanels; pi++)
+        for (int64_t j = j0; j < j1; j++) {
+            int64_t l = j - j0;
+            REAL *dst = qp + (pi * tc + j) * mr;
+            for (int64_t i = 0; i < mr; i++) {
+                int64_t co = pi * mr + i;
+                /* written out: as loops, the compiler made calls of memcpy */
+                const REAL *gc = job->dy + yoff[l] + FN(min64)(co, job->cout_g - 1) * OH * OW;
+                int in = co < job->cout_g, wide = nx[l] > 1, tall = ny[l] > 1;
+                REAL d00 = in ? gc[0] : 0, d01 = in && wide ? gc[1] : 0;
+                REAL d10 = in && tall ? gc[OW] : 0, d11 = in && tall && wide ? gc[OW + 1] : 0;
+                REAL r[2][3] = {{d00, d00 + d01, d01}, {d10, d10 + d11, d11}};
+#pragma GCC unroll 3
+                for (int b = 0; b < 3; b++) {
+                    REAL *db = dst + i + b * job->q_pt;
+                    db[0] = r[0][b];
+                    db[3 * job->q_pt] = r[0][b] + r[1][b];
+                    db[6 * job->q_pt] = r[1][b];
+                }
+            }
+        }
+    return PTC_OK;
+}
+
+/* dU[point] += Q[point] V[point]^T over the chunk's tiles, for a block of
+ * rows (output channels) of one group and point. */
+static ptc_status FN(wino_filter_gemm_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
+{
+    (void)tid;
+    (void)par;
+    FN(wino_filter_job) *job = (FN(wino_filter_job) *)vjob;
+    int64_t rb = t % job->row_blocks, gp = t / job->row_blocks; /* gp: group x point */
+    int64_t mr = job->mr, tc = job->chunk_tiles;
+    int64_t p0 = rb * WINO_FILTER_PANELS, p1 = FN(min64)(p0 + WINO_FILTER_PANELS, job->npanels);
+    int pt = (int)(gp % WINO_POINTS);
+    const REAL *a = job->qpack + ((gp / WINO_POINTS) * WINO_DY_POINTS +
+                                  FN(wino_dy_point)[pt / 5] * 3 + FN(wino_dy_point)[pt % 5]) *
+                                     job->q_pt;
+    const REAL *b = job->vt + gp * job->v_pt;
+    REAL *c = job->du + gp * job->u_pt;
+    for (int64_t k0 = 0; k0 < job->nt; k0 += job->kc) {
+        int64_t kc = FN(min64)(job->kc, job->nt - k0);
+        int flags = job->t0 > 0 || k0 > 0 ? PTC_TILE_ADD : 0;
+        for (int64_t j0 = 0; j0 < job->cin_g; j0 += job->nr) {
+            int64_t ncols = FN(min64)(job->nr, job->cin_g - j0);
+            FN(kernel_fn) kern = job->kerns[(ncols + job->vlen - 1) / job->vlen - 1];
+            for (int64_t pi = p0; pi < p1; pi++)
+                kern(kc, a + (pi * tc + k0) * mr, b + k0 * job->ldv + j0, job->ldv,
+                     c + pi * mr * job->ldv + j0, job->ldv, flags,
+                     FN(min64)(mr, job->cout_g - pi * mr), ncols);
+        }
+    }
+    return PTC_OK;
+}
+
+/* dw = G^T dU G for the weights of one output channel. */
+static ptc_status FN(wino_filter_out_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
+{
+    (void)tid;
+    (void)par;
+    FN(wino_filter_job) *job = (FN(wino_filter_job) *)vjob;
+    int64_t grp = t / job->cout_g, co = t % job->cout_g, ps = job->u_pt;
+    const REAL *u = job->du + grp * WINO_POINTS * ps + co * job->ldv;
+    REAL *dst = job->dw + (grp * job->cout_g + co) * job->cin_g * 9;
+    REAL fin = 0;
+    for (int64_t ci = 0; ci < job->cin_g; ci++) {
+        REAL s[WINO_AXIS][3];
+        for (int a = 0; a < WINO_AXIS; a++) {
+            const REAL *ua = u + a * WINO_AXIS * ps + ci;
+            REAL u1 = ua[ps];
+            s[a][0] = ua[0] + u1;
+            s[a][1] = ua[3 * ps] + ua[4 * ps];
+            s[a][2] = u1 + ua[2 * ps];
+        }
+        for (int k = 0; k < 3; k++) {
+            REAL v0 = s[0][k] + s[1][k], v1 = s[3][k] + s[4][k], v2 = s[1][k] + s[2][k];
+            dst[ci * 9 + k] = v0;
+            dst[ci * 9 + 3 + k] = v1;
+            dst[ci * 9 + 6 + k] = v2;
+            fin += v0 * 0 + v1 * 0 + v2 * 0;
+        }
+    }
+    if (fin != 0) atomic_store(&job->nonfinite, 1);
+    return PTC_OK;
+}
+
+/* Weight gradient by minimal filtering; *fallback as for wino_run. */
+static ptc_status FN(wino_filter)(const ptc_problem *p, const REAL *x, const REAL *dy, REAL *dw,
+                                  const ptc_options *opt, int *fallback)
+{
+    FN(wino_filter_job) job;
+    memset(&job, 0, sizeof(job));
+    job.p = p;
+    job.ks = ptc_kernels();
+    job.kerns = KERNELS(job.ks);
+    job.mr = KERNEL_MR(job.ks);
+    job.vlen = KERNEL_VLEN(job.ks);
+    job.nr = KERNEL_NV(job.ks) * job.vlen;
+    job.cin_g = p->in_channels / p->groups;
+    job.cout_g = p->out_channels / p->groups;
+    job.npanels = FN(ceil_div)(job.cout_g, job.mr);
+    job.ldv = FN(leading_dim)(job.cin_g, job.nr);
+    job.kc = KC_BYTES / (job.nr * (int64_t)sizeof(REAL));
+    job.ay = FN(wino_axis_of)(0, p, 0);
+    job.ax = FN(wino_axis_of)(0, p, 1);
+    job.ntiles = p->batch * job.ay.count * job.ax.count;
+    job.x = x;
+    job.dy = dy;
+    job.dw = dw;
+    job.row_blocks = FN(ceil_div)(job.npanels, WINO_FILTER_PANELS);
+    double per_tile = (double)p->groups *
+                      (double)(WINO_POINTS * job.ldv + WINO_DY_POINTS * job.npanels * job.mr) *
+                      sizeof(REAL);
+    int64_t tc = (int64_t)(WINO_CHUNK_BYTES / per_tile);
+    if (tc < WINO_POINT_TILES) tc = WINO_POINT_TILES;
+    job.chunk_tiles = tc = FN(min64)(tc, job.ntiles);
+    job.v_pt = FN(wino_skewed)(tc * job.ldv);
+    job.q_pt = FN(wino_skewed)(job.npanels * tc * job.mr);
+    job.u_pt = FN(wino_skewed)(job.cout_g * job.ldv);
+
+    double flops = 2.0 * WINO_POINTS * (double)job.ntiles * (double)job.cin_g *
+                   (double)job.cout_g * (double)p->groups;
+    int nthreads = ptc_threads_for_work(flops);
+    /* The points of a chunk and dU from the calling thread's workspace: kept
+     * between calls, where fresh pages would cost a fault each. Every element
+     * read is written first (dU by its first chunk). */
+    int64_t g25 = p->groups * WINO_POINTS, g9 = p->groups * WINO_DY_POINTS;
+    int64_t align = 64 / (int64_t)sizeof(REAL);
+    double elems = (double)g25 * (double)(job.v_pt + job.u_pt) + (double)g9 * (double)job.q_pt;
+    if ((elems + (double)align) * sizeof(REAL) > (double)(SIZE_MAX / 2)) return PTC_ERR_OVERFLOW;
+    char *raw = (char *)ptc_workspace_acquire(
+        0, (size_t)(g25 * (job.v_pt + job.u_pt) + g9 * job.q_pt + align) * sizeof(REAL));
+    if (!raw) return PTC_ERR_NO_MEMORY;
+    job.vt = (REAL *)(raw + (64 - (uintptr_t)raw % 64) % 64);
+    job.qpack = job.vt + g25 * job.v_pt;
+    job.du = job.qpack + g9 * job.q_pt;
+    ptc_status st = PTC_OK;
+    for (job.t0 = 0; st == PTC_OK && job.t0 < job.ntiles; job.t0 += tc) {
+        job.nt = FN(min64)(tc, job.ntiles - job.t0);
+        st = ptc_parallel_for(p->groups * FN(ceil_div)(job.nt, WINO_POINT_TILES), nthreads,
+                              FN(wino_filter_points_task), &job, opt);
+        if (st == PTC_OK)
+            st = ptc_parallel_for(g25 * job.row_blocks, nthreads, FN(wino_filter_gemm_task),
+                                  &job, opt);
+    }
+    if (st == PTC_OK)
+        st = ptc_parallel_for(p->groups * job.cout_g, nthreads, FN(wino_filter_out_task), &job,
+                              opt);
+    ptc_workspace_release(0);
+    *fallback = st == PTC_OK && atomic_load(&job.nonfinite);
+    return st;
+}
