@@ -191,34 +191,47 @@ static int64_t FN(wino_skewed)(int64_t elems)
     return FN(round_up)(elems, 4096 / (int64_t)sizeof(REAL)) + 64 / (int64_t)sizeof(REAL);
 }
 
-/* The 25 points of the wlen x wlen window at (y0, x0) of a plane (zeros
- * outside it) into v[pt * vs]. */
-static inline void FN(wino_window_points)(const REAL *plane, int64_t h, int64_t w, int64_t y0,
-                                          int64_t x0, int64_t wlen, REAL *v, int64_t vs)
+/* Where the wlen x wlen window at (y0, x0) of an h x w plane reads, the
+ * same for every channel: inside the plane, its corner (off[0]); at the
+ * border, the offset of each element (a valid one, 0, for those outside) and
+ * a bit for each that is inside. Worked out once per tile, so that no
+ * channel repeats the bounds arithmetic. */
+typedef struct {
+    int64_t off[25];
+    uint32_t inside; /* bit i * 5 + k: element (i, k) lies in the plane */
+    int interior;
+} FN(wino_window);
+
+static void FN(wino_window_at)(FN(wino_window) *win, int64_t h, int64_t w, int64_t y0,
+                               int64_t x0, int64_t wlen)
 {
-    REAL win[5][5];
-    const REAL *base = plane + y0 * w + x0;
+    win->interior = y0 >= 0 && x0 >= 0 && y0 + wlen <= h && x0 + wlen <= w;
+    win->off[0] = y0 * w + x0;
+    win->inside = 0;
+    if (win->interior) return;
+    for (int i = 0; i < 5; i++)
+        for (int k = 0; k < 5; k++) {
+            int64_t yy = y0 + i, xx = x0 + k;
+            int in = i < wlen && k < wlen && yy >= 0 && yy < h && xx >= 0 && xx < w;
+            win->off[i * 5 + k] = in ? yy * w + xx : 0;
+            win->inside |= (uint32_t)in << (i * 5 + k);
+        }
+}
+
+/* The 25 points of a window (zeros outside the plane) into v[pt * vs]; w is
+ * the plane's row length. */
+static inline void FN(wino_window_points)(const REAL *plane, int64_t w, const FN(wino_window) *win,
+                                          int64_t wlen, REAL *v, int64_t vs)
+{
+    REAL copy[25];
+    const REAL *base = plane + win->off[0];
     int64_t bs = w;
-    if (y0 < 0 || x0 < 0 || y0 + wlen > h || x0 + wlen > w) {
-        /* at the border: zeros outside the plane. Branch-free selects of
-         * loads from clamped columns of the rows inside it; fixed-length
-         * loops, which the compiler does not make calls of memcpy (it did
-         * with the inside of each row: a tenth of the call). */
-        int64_t i0 = y0 < 0 ? -y0 : 0, i1 = FN(min64)(wlen, h - y0);
-        int64_t k0 = x0 < 0 ? -x0 : 0, k1 = FN(min64)(wlen, w - x0);
-        if (i0 >= i1 || k0 >= k1) /* all outside (large paddings) */
-            memset(win, 0, sizeof(win));
-        else
-            for (int i = 0; i < 5; i++) {
-                int inside = i >= i0 && i < i1;
-                const REAL *row = base + (inside ? i : i0) * w;
-                for (int k = 0; k < 5; k++) {
-                    int64_t kc = k < k0 ? k0 : k >= k1 ? k1 - 1 : k;
-                    REAL val = row[kc];
-                    win[i][k] = inside && k >= k0 && k < k1 ? val : 0;
-                }
-            }
-        base = &win[0][0];
+    if (!win->interior) {
+        for (int e = 0; e < 25; e++) {
+            REAL val = plane[win->off[e]];
+            copy[e] = win->inside >> e & 1 ? val : 0;
+        }
+        base = copy;
         bs = 5;
     }
     if (wlen == 5)
@@ -286,25 +299,26 @@ static ptc_status FN(wino_weight_task)(void *vjob, int64_t t, int tid, ptc_paral
  * v[pt * v_pt + c * ldb + j]; columns nt .. up to a whole strip are zeros.
  * A channel at a time, tile after tile: each of the 25 lines being written
  * then fills before the next channel's (tile by tile, every store missed
- * L1). tile[] takes 3 nt entries: the windows' offsets and corners. */
+ * L1). tile[] and win[] take nt entries: the images' offsets, the windows. */
 static void FN(wino_points_block)(const FN(wino_job) *job, int64_t grp, int64_t t0, int64_t nt,
-                                  REAL *v, int64_t *tile)
+                                  REAL *v, int64_t *tile, FN(wino_window) *win)
 {
     int64_t per_image = job->ay.count * job->ax.count, plane = job->in_h * job->in_w;
-    int64_t jend = FN(round_up)(nt, job->nr), *wy = tile + nt, *wx = wy + nt;
+    int64_t jend = FN(round_up)(nt, job->nr), nv = job->vaxis * job->vaxis;
     for (int64_t j = 0; j < nt; j++) {
         int64_t t = t0 + j, n = t / per_image, r = t % per_image;
-        wy[j] = job->ay.w0 + (r / job->ax.count) * job->ay.wstep;
-        wx[j] = job->ax.w0 + (r % job->ax.count) * job->ax.wstep;
+        FN(wino_window_at)(&win[j], job->in_h, job->in_w,
+                           job->ay.w0 + (r / job->ax.count) * job->ay.wstep,
+                           job->ax.w0 + (r % job->ax.count) * job->ax.wstep, job->wlen);
         tile[j] = (n * job->in_channels + grp * job->ca) * plane;
     }
     for (int64_t c = 0; c < job->ca; c++) {
         REAL *dst = v + c * job->ldb;
         for (int64_t j = 0; j < nt; j++)
-            FN(wino_window_points)(job->in + tile[j] + c * plane, job->in_h, job->in_w, wy[j],
-                                   wx[j], job->wlen, dst + j, job->v_pt);
+            FN(wino_window_points)(job->in + tile[j] + c * plane, job->in_w, &win[j], job->wlen,
+                                   dst + j, job->v_pt);
         for (int64_t j = nt; j < jend; j++)
-            for (int pt = 0; pt < job->vaxis * job->vaxis; pt++) dst[pt * job->v_pt + j] = 0;
+            for (int64_t pt = 0; pt < nv; pt++) dst[pt * job->v_pt + j] = 0;
     }
 }
 
@@ -368,8 +382,9 @@ static ptc_status FN(wino_task)(void *vjob, int64_t t, int tid, ptc_parallel *pa
     REAL *m = v + job->v_elems, *acc = m + job->m_elems;
     int64_t acc_stride = job->acc_pt; /* elements per output position of a tile */
 
-    int64_t *off = (int64_t *)(acc + olen * olen * acc_stride), *lim = off + nt;
-    FN(wino_points_block)(job, grp, t0, nt, v, off);
+    int64_t *off = (int64_t *)(acc + olen * olen * acc_stride), *lim = off + job->nb;
+    FN(wino_window) *win = (FN(wino_window) *)(lim + 3 * job->nb);
+    FN(wino_points_block)(job, grp, t0, nt, v, off, win);
 
     int touched[16] = {0};
     const int8_t(*tg)[2] = FN(wino_targets)[job->op];
@@ -419,7 +434,7 @@ static ptc_status FN(wino_task)(void *vjob, int64_t t, int tid, ptc_parallel *pa
      * time (a tile at a time, every store went to another plane: a tenth of
      * the call); any non-finite result sends the call to the direct method. */
     int64_t per_image = job->ay.count * job->ax.count, plane = job->out_h * job->out_w;
-    int64_t *run_j = lim + nt, *run_n = run_j + nt, nruns = 0;
+    int64_t *run_j = lim + job->nb, *run_n = run_j + job->nb, nruns = 0;
     for (int64_t j = 0; j < nt; j++) {
         int64_t tt = t0 + j, n = tt / per_image, r = tt % per_image;
         int64_t y0 = job->ay.o0 + (r / job->ax.count) * job->ay.ostep;
@@ -517,9 +532,10 @@ static ptc_status FN(wino_run)(int op, const ptc_problem *p, const REAL *in, con
     job.acc_pt = FN(wino_skewed)(job.cb * job.ldb);
     job.v_elems = job.vaxis * job.vaxis * job.v_pt;
     job.m_elems = FN(round_up)(FN(round_up)(job.cb, job.mr) * job.ldb, 64 / (int64_t)sizeof(REAL));
-    /* and 4 nb int64 of the tiles' offsets, bounds and runs */
+    /* and the tiles' offsets, bounds and runs (4 nb int64) and windows */
     job.scratch_elems = job.v_elems + job.m_elems + job.olen * job.olen * job.acc_pt +
-                        4 * job.nb * (int64_t)(sizeof(int64_t) / sizeof(REAL) + 1);
+                        FN(ceil_div)(job.nb * (int64_t)(4 * sizeof(int64_t) + sizeof(FN(wino_window))),
+                                     (int64_t)sizeof(REAL));
     job.scratch_elems = FN(round_up)(job.scratch_elems, 64 / (int64_t)sizeof(REAL));
 
     /* The per-thread scratch from the calling thread's workspace, which is
@@ -548,7 +564,7 @@ static ptc_status FN(wino_run)(int op, const ptc_problem *p, const REAL *in, con
 /* Bytes of the points of one chunk of tiles (of x and of dy), reduced over in
  * turn: bounded whatever the batch. */
 #define WINO_CHUNK_BYTES (32.0 * 1024 * 1024)
-#define WINO_POINT_TILES 32 /* tiles per task of the points' pass */
+#define WINO_POINT_TILES 32 /* tiles per task of the points' pass, at most */
 #define WINO_FILTER_PANELS 8 /* weight-gradient rows per GEMM task, in panels */
 /* dy's points along an axis, (dy0, dy0 + dy1, dy1, dy0, dy1), are 3 distinct
  * ones: the A operands of the 25 GEMMs are 9. */
@@ -570,6 +586,7 @@ typedef struct {
     REAL *qpack; /* dy's distinct points as A panels, [grp][9][panel][tile][mr] */
     REAL *du;    /* [grp][point][cout_g][ldv] */
     int64_t row_blocks;
+    int64_t point_tasks; /* per group, of the chunk's points */
     atomic_int nonfinite;
 } FN(wino_filter_job);
 
@@ -580,9 +597,9 @@ static ptc_status FN(wino_filter_points_task)(void *vjob, int64_t t, int tid, pt
     (void)par;
     FN(wino_filter_job) *job = (FN(wino_filter_job) *)vjob;
     const ptc_problem *p = job->p;
-    int64_t nblk = FN(ceil_div)(job->nt, WINO_POINT_TILES);
-    int64_t grp = t / nblk, j0 = (t % nblk) * WINO_POINT_TILES;
-    int64_t j1 = FN(min64)(j0 + WINO_POINT_TILES, job->nt), mr = job->mr, tc = job->chunk_tiles;
+    int64_t nblk = job->point_tasks, per = FN(ceil_div)(job->nt, nblk);
+    int64_t grp = t / nblk, j0 = (t % nblk) * per;
+    int64_t j1 = FN(min64)(j0 + per, job->nt), mr = job->mr, tc = job->chunk_tiles;
     int64_t per_image = job->ay.count * job->ax.count;
     int64_t H = p->in_size[0], W = p->in_size[1], OH = p->out_size[0], OW = p->out_size[1];
     int64_t cend = FN(round_up)(job->cin_g, job->nr);
@@ -591,13 +608,13 @@ static ptc_status FN(wino_filter_points_task)(void *vjob, int64_t t, int tid, pt
     /* Eight channels (one line of each point) at a time over the task's
      * tiles: the lines written fill at once, and the planes read stay in L1
      * (a tile at a time over all channels, neither did). */
-    int64_t xoff[WINO_POINT_TILES], yoff[WINO_POINT_TILES], wy[WINO_POINT_TILES],
-        wx[WINO_POINT_TILES], ny[WINO_POINT_TILES], nx[WINO_POINT_TILES];
+    int64_t xoff[WINO_POINT_TILES], yoff[WINO_POINT_TILES], ny[WINO_POINT_TILES],
+        nx[WINO_POINT_TILES];
+    FN(wino_window) win[WINO_POINT_TILES];
     for (int64_t j = j0; j < j1; j++) {
         int64_t tt = job->t0 + j, n = tt / per_image, r = tt % per_image, l = j - j0;
         int64_t ty = r / job->ax.count, tx = r % job->ax.count;
-        wy[l] = job->ay.w0 + ty * 4;
-        wx[l] = job->ax.w0 + tx * 4;
+        FN(wino_window_at)(&win[l], H, W, job->ay.w0 + ty * 4, job->ax.w0 + tx * 4, 5);
         xoff[l] = (n * p->in_channels + grp * job->cin_g) * H * W;
         yoff[l] = (n * p->out_channels + grp * job->cout_g) * OH * OW + 2 * ty * OW + 2 * tx;
         ny[l] = FN(min64)(2, OH - 2 * ty);
@@ -609,8 +626,8 @@ static ptc_status FN(wino_filter_points_task)(void *vjob, int64_t t, int tid, pt
             REAL *vj = vt + j * job->ldv;
             for (int64_t c = c0; c < c0 + 8 && c < cend; c++) {
                 if (c < job->cin_g)
-                    FN(wino_window_points)(job->x + xoff[l] + c * H * W, H, W, wy[l], wx[l], 5,
-                                           vj + c, job->v_pt);
+                    FN(wino_window_points)(job->x + xoff[l] + c * H * W, W, &win[l], 5, vj + c,
+                                           job->v_pt);
                 else
                     for (int pt = 0; pt < WINO_POINTS; pt++) vj[pt * job->v_pt + c] = 0;
             }
@@ -757,8 +774,13 @@ static ptc_status FN(wino_filter)(const ptc_problem *p, const REAL *x, const REA
     ptc_status st = PTC_OK;
     for (job.t0 = 0; st == PTC_OK && job.t0 < job.ntiles; job.t0 += tc) {
         job.nt = FN(min64)(tc, job.ntiles - job.t0);
-        st = ptc_parallel_for(p->groups * FN(ceil_div)(job.nt, WINO_POINT_TILES), nthreads,
-                              FN(wino_filter_points_task), &job, opt);
+        /* tasks of equal sizes, as many as a multiple of the thread count
+         * (the points do not depend on how the tiles are split) */
+        job.point_tasks = FN(ceil_div)(job.nt, WINO_POINT_TILES);
+        if (p->groups == 1) job.point_tasks = FN(round_up)(job.point_tasks, nthreads);
+        job.point_tasks = FN(ceil_div)(job.nt, FN(ceil_div)(job.nt, job.point_tasks));
+        st = ptc_parallel_for(p->groups * job.point_tasks, nthreads, FN(wino_filter_points_task),
+                              &job, opt);
         if (st == PTC_OK)
             st = ptc_parallel_for(g25 * job.row_blocks, nthreads, FN(wino_filter_gemm_task),
                                   &job, opt);
