@@ -1,74 +1,113 @@
-/* Minimal filtering for 2-d convolutions with 3x3 kernels at stride 2, for
- * one element type: included by conv_template.h, whose FN, REAL and kernel
- * macros it uses.
+/* Minimal filtering for 2-d convolutions with 3x3 and 4x4 kernels at stride
+ * 2, for one element type: included by conv_template.h, whose FN, REAL and
+ * kernel macros it uses.
  *
- * Along one axis, two outputs of a 3-tap stride-2 correlation read a window
- * d0..d4 and are y0 = w0 d0 + w1 d1 + w2 d2, y1 = w0 d2 + w1 d3 + w2 d4: six
- * products. The even taps on the even window elements form a stride-1
- * correlation of two taps over (d0, d2, d4), which Toom-Cook at 0, 1 and
- * infinity does in three products; the odd tap takes two:
+ * Along one axis, a stride splits a correlation into phases: at stride 2,
+ * the even taps on the even window elements and the odd taps on the odd
+ * ones, each a stride-1 correlation of its own. Two outputs of a phase of two
+ * taps (t0, t1) over (s0, s1, s2) take three products by Toom-Cook at 0, 1
+ * and infinity, (s0 - s1) t0, s1 (t0 + t1), (s2 - s1) t1, added in pairs;
+ * a phase of one tap takes two. So two outputs of a 3-tap stride-2
+ * correlation, y0 = w0 d0 + w1 d1 + w2 d2 and y1 = w0 d2 + w1 d3 + w2 d4,
+ * are
  *
  *   points   v = (d0 - d2, d2, d4 - d2, d1, d3)
  *   weights  u = (w0, w0 + w2, w2, w1, w1)
  *   outputs  y0 = m0 + m1 + m3, y1 = m1 + m2 + m4    (m = u * v)
  *
- * so 5 products per 2 outputs instead of 6, every coefficient 0 or +-1 (no
- * rounding beyond that of the direct sum's own order). In 2-d, the tensor
- * product of this with itself: 25 points per 2x2 outputs instead of 36, each
- * point one GEMM over channels on the micro-kernels, M[pt] = U[pt] V[pt]
- * (output channels x input channels times input channels x tiles).
+ * 5 products instead of 6, and of a 4-tap one (window d0..d5)
+ *
+ *   points   v = (d0 - d2, d2, d4 - d2, d1 - d3, d3, d5 - d3)
+ *   weights  u = (w0, w0 + w2, w2, w1, w1 + w3, w3)
+ *   outputs  y0 = m0 + m1 + m3 + m4, y1 = m1 + m2 + m4 + m5
+ *
+ * 6 instead of 8; every coefficient is 0 or +-1 (no rounding beyond that of
+ * the direct sum's own order). In 2-d, the tensor product of an axis with
+ * itself: 25 points per 2x2 outputs instead of 36 (3x3), 36 instead of 64
+ * (4x4), each point one GEMM over channels on the micro-kernels, M[pt] =
+ * U[pt] V[pt] (output channels x input channels times input channels x
+ * tiles).
  *
  * The input gradient (the transposed convolution) is computed from the side
  * of dx, so that each dx element is written by one tile and nothing is
- * scattered: along an axis, dx[2u] = w1 dy[u] and dx[2u + 1] = w2 dy[u] +
- * w0 dy[u + 1] (padding 1; other paddings shift the phases), so four dx from
- * a dy window e0..e2 are
+ * scattered: dx has phases too (with padding 1, dx[2u] = w1 dy[u] and
+ * dx[2u + 1] = w2 dy[u] + w0 dy[u + 1] for 3 taps; other paddings shift
+ * them), so four dx from a dy window e0..e2 (3 taps) or e0..e3 (4 taps) are
  *
- *   points   q = (e0 - e1, e1, e2 - e1, e0, e1)
- *   weights  u = (w2, w0 + w2, w0, w1, w1)
- *   outputs  dx0 = m3, dx1 = m0 + m1, dx2 = m4, dx3 = m1 + m2
+ *   3 taps   v = (e0 - e1, e1, e2 - e1, e0, e1), u = (w2, w0 + w2, w0, w1, w1),
+ *            dx0 = m3, dx1 = m0 + m1, dx2 = m4, dx3 = m1 + m2
+ *   4 taps   v = (e0 - e1, e1, e2 - e1, e1 - e2, e2, e3 - e2),
+ *            u = (w3, w1 + w3, w1, w2, w0 + w2, w0),
+ *            dx0 = m0 + m1, dx1 = m3 + m4, dx2 = m1 + m2, dx3 = m4 + m5
  *
- * the same products per element as the forward, with the taps reversed.
+ * the same products per element as the forward's, with the taps reversed.
+ * Points that repeat (or, e1 - e2, repeat negated) are transformed once.
  *
  * The weight gradient is the forward's algorithm transposed: per point, dU =
- * Q V^T summed over tiles, with Q = (dy0, dy0 + dy1, dy1, dy0, dy1) of a
- * tile's two output gradients and V the forward's points, then dw0 = dU0 +
- * dU1, dw1 = dU3 + dU4, dw2 = dU1 + dU2.
+ * Q V^T summed over tiles, with Q of a tile's two output gradients (dy0,
+ * dy0 + dy1, dy1) at the points each output is made of, V the forward's
+ * points, then each tap's dw the sum of the dU of the points whose weight
+ * holds it (3 taps: dw0 = dU0 + dU1, dw1 = dU3 + dU4, dw2 = dU1 + dU2).
  *
  * Differences of Inf are NaN where the direct sum has an Inf: a call whose
  * results hold anything but finite numbers is run again by the direct
  * method, which gives what it would have given (the check costs nothing
  * next to the call; such a call costs two). */
 
-#define WINO_AXIS 5 /* points along one axis */
-#define WINO_POINTS (WINO_AXIS * WINO_AXIS)
+#define WINO_MAX_AXIS 6 /* points along one axis, at most */
+#define WINO_MAX_POINTS (WINO_MAX_AXIS * WINO_MAX_AXIS)
 /* Working set per thread the tile blocks are sized for: transformed
  * windows, a point's product and the output accumulators. */
 #define WINO_BLOCK_BYTES (1536.0 * 1024)
 
-/* The output elements (along one axis) that point a is added into, -1 for
- * none: the forward's y0, y1 and the input gradient's dx0..dx3. */
-static const int8_t FN(wino_targets)[2][WINO_AXIS][2] = {
-    {{0, -1}, {0, 1}, {1, -1}, {0, -1}, {1, -1}},
-    {{1, -1}, {1, 3}, {3, -1}, {0, -1}, {2, -1}},
+/* One axis's algorithm for a kernel of 3 or 4 taps at stride 2 (see above).
+ * [side]: 0 the forward's windows (forward and weight gradient), 1 the input
+ * gradient's. */
+typedef struct {
+    int points;
+    int wlen[2];                      /* window elements per tile */
+    int dy_origin;                    /* input gradient: tile s's window starts at 2s + this */
+    int8_t targets[2][WINO_MAX_AXIS][2]; /* the outputs a point is added into, -1 for none */
+    int nv[2];                        /* distinct window points */
+    int8_t vmap[2][WINO_MAX_AXIS];    /* point -> its distinct window point */
+    int nu;                           /* distinct weight points */
+    int8_t umap[WINO_MAX_AXIS];       /* point -> its distinct weight point */
+    int8_t qmap[WINO_MAX_AXIS];       /* weight gradient: point -> dy point (of 3) */
+    int8_t taps[WINO_MAX_AXIS][2];    /* weight gradient: the taps a point's weight holds */
+} FN(wino_rule);
+
+static const FN(wino_rule) FN(wino_rules)[2] = {
+    {5, {5, 3}, 0,
+     {{{0, -1}, {0, 1}, {1, -1}, {0, -1}, {1, -1}}, {{1, -1}, {1, 3}, {3, -1}, {0, -1}, {2, -1}}},
+     {5, 4}, {{0, 1, 2, 3, 4}, {0, 1, 2, 3, 1}},
+     4, {0, 1, 2, 3, 3},
+     {0, 1, 2, 0, 2},
+     {{0, -1}, {0, 2}, {2, -1}, {1, -1}, {1, -1}}},
+    {6, {6, 4}, -1,
+     {{{0, -1}, {0, 1}, {1, -1}, {0, -1}, {0, 1}, {1, -1}},
+      {{0, -1}, {0, 2}, {2, -1}, {1, -1}, {1, 3}, {3, -1}}},
+     {6, 5}, {{0, 1, 2, 3, 4, 5}, {0, 1, 2, 2, 3, 4}},
+     6, {0, 1, 2, 3, 4, 5},
+     {0, 1, 2, 0, 1, 2},
+     {{0, -1}, {0, 2}, {2, -1}, {1, -1}, {1, 3}, {3, -1}}},
 };
 
 /* Eligible for op (0 forward, 1 input gradient, 2 weight gradient): 2-d,
- * 3x3, stride 2, no dilation, zero padding (other modes come here padded
- * already), and enough work in the GEMMs for them to outweigh the
- * transforms: channels on both sides (each point's GEMM is as deep and as
- * tall as they are; the transforms' cost per element is fixed) and tiles
- * (the weights' transform is paid once per call). The bounds are measured
- * (benchmarks/README.md, entry 12): with 32 channels every pass was slower
- * than the direct one, with 64 the weight gradient still was, and below
- * some 200 tiles the forward. */
+ * a 3x3 or 4x4 kernel, stride 2, no dilation, zero padding (other modes
+ * come here padded already), and enough work in the GEMMs for them to
+ * outweigh the transforms: channels on both sides (each point's GEMM is as
+ * deep and as tall as they are; the transforms' cost per element is fixed)
+ * and tiles (the weights' transform is paid once per call). The bounds are
+ * measured (benchmarks/README.md, entry 12): with 32 channels every pass was
+ * slower than the direct one, with 64 the weight gradient still was, and
+ * below some 200 tiles the forward. */
 static int FN(wino_ok)(const ptc_problem *p, int op)
 {
-    if (p->ndim != 2 || p->padding_mode != PTC_PAD_ZEROS) return 0;
+    if (p->ndim != 2 || p->padding_mode != PTC_PAD_ZEROS || p->kernel[0] != p->kernel[1] ||
+        (p->kernel[0] != 3 && p->kernel[0] != 4))
+        return 0;
     for (int d = 0; d < 2; d++)
-        if (p->kernel[d] != 3 || p->stride[d] != 2 || p->dilation[d] != 1 ||
-            p->out_size[d] < 2)
-            return 0;
+        if (p->stride[d] != 2 || p->dilation[d] != 1 || p->out_size[d] < 2) return 0;
     int64_t cin_g = p->in_channels / p->groups, cout_g = p->out_channels / p->groups;
     int64_t least = op == 2 ? 96 : 64;
     double tiles = (double)p->batch * (double)FN(ceil_div)(p->out_size[0], 2) *
@@ -90,16 +129,16 @@ static FN(wino_axis) FN(wino_axis_of)(int op, const ptc_problem *p, int d)
     FN(wino_axis) a;
     int64_t pad = p->pad_low[d];
     if (op == 1) {
-        /* dx tile s covers [4s + 1 - pad, + 4) from dy[2s .. 2s + 2]: the
-         * first tile reaching dx[0] to the last one starting inside dx */
+        /* dx tile s covers [4s + 1 - pad, + 4) from dy from 2s + dy_origin:
+         * the first tile reaching dx[0] to the last one starting inside dx */
         int64_t s0 = FN(floor_div)(pad - 5, 4) + 1, s1 = FN(floor_div)(p->in_size[d] - 2 + pad, 4);
         a.count = s1 - s0 + 1;
         a.wstep = 2;
-        a.w0 = 2 * s0;
+        a.w0 = 2 * s0 + FN(wino_rules)[p->kernel[d] - 3].dy_origin;
         a.ostep = 4;
         a.o0 = 4 * s0 + 1 - pad;
     } else {
-        /* outputs 2t, 2t + 1 from x[4t - pad .. 4t - pad + 4] */
+        /* outputs 2t, 2t + 1 from x[4t - pad ..] */
         a.count = FN(ceil_div)(p->out_size[d], 2);
         a.wstep = 4;
         a.w0 = -pad;
@@ -109,78 +148,81 @@ static FN(wino_axis) FN(wino_axis_of)(int op, const ptc_problem *p, int d)
     return a;
 }
 
-/* The 25 points of a window (rows ds apart) into v[pt * vs]: along each
- * axis the forward's (d0 - d2, d2, d4 - d2, d1, d3) of a window of 5, or the
- * input gradient's (e0 - e1, e1, e2 - e1, e0, e1) of a window of 3. Written
- * out in scalars, which the compiler keeps in registers: through arrays and
- * loops, the transforms cost three times the loads and stores. */
-static inline void FN(wino_points5x5)(const REAL *d, int64_t ds, REAL *v, int64_t vs)
+/* One axis's distinct points of a window (elements d[0], d[ds], ...) into
+ * v[0], v[vs], ...: kind 0 the 3-tap forward's, 1 the 3-tap input
+ * gradient's, 2 and 3 the 4-tap ones (the distinct ones of the rules'
+ * vmap). A constant where it is called, so that each kind compiles to its
+ * own straight-line code. */
+static inline void FN(wino_axis_points)(int kind, const REAL *d, int64_t ds, REAL *v, int64_t vs)
 {
-    REAL r[5][5];
-#pragma GCC unroll 5
-    for (int i = 0; i < 5; i++) {
-        const REAL *row = d + i * ds;
-        REAL d0 = row[0], d1 = row[1], d2 = row[2], d3 = row[3], d4 = row[4];
-        r[i][0] = d0 - d2, r[i][1] = d2, r[i][2] = d4 - d2, r[i][3] = d1, r[i][4] = d3;
+    REAL d0 = d[0], d1 = d[ds], d2 = d[2 * ds];
+    switch (kind) {
+    case 0: {
+        REAL d3 = d[3 * ds], d4 = d[4 * ds];
+        v[0] = d0 - d2, v[vs] = d2, v[2 * vs] = d4 - d2, v[3 * vs] = d1, v[4 * vs] = d3;
+        break;
     }
-#pragma GCC unroll 5
-    for (int b = 0; b < 5; b++) {
-        REAL e0 = r[0][b], e1 = r[1][b], e2 = r[2][b], e3 = r[3][b], e4 = r[4][b];
-        v[b * vs] = e0 - e2;
-        v[(5 + b) * vs] = e2;
-        v[(10 + b) * vs] = e4 - e2;
-        v[(15 + b) * vs] = e1;
-        v[(20 + b) * vs] = e3;
+    case 1:
+        v[0] = d0 - d1, v[vs] = d1, v[2 * vs] = d2 - d1, v[3 * vs] = d0;
+        break;
+    case 2: {
+        REAL d3 = d[3 * ds], d4 = d[4 * ds], d5 = d[5 * ds];
+        v[0] = d0 - d2, v[vs] = d2, v[2 * vs] = d4 - d2;
+        v[3 * vs] = d1 - d3, v[4 * vs] = d3, v[5 * vs] = d5 - d3;
+        break;
+    }
+    default: {
+        REAL d3 = d[3 * ds];
+        v[0] = d0 - d1, v[vs] = d1, v[2 * vs] = d2 - d1, v[3 * vs] = d2, v[4 * vs] = d3 - d2;
+        break;
+    }
     }
 }
 
-/* The input gradient's points along an axis hold e1 twice (the second and
- * the last): 4 distinct, 16 in 2-d, written as a 4 x 4 block. */
-#define WINO_DY_AXIS 4
-static const int8_t FN(wino_dy_v)[WINO_AXIS] = {0, 1, 2, 3, 1};
-
-static inline void FN(wino_points3x3)(const REAL *d, int64_t ds, REAL *v, int64_t vs)
+/* The distinct points of a wlen x wlen window (rows ds apart) into
+ * v[(a * nv + b) * vs]: the axis's points of each row, then of each column
+ * of those. Written out in scalars, which the compiler keeps in registers
+ * (through arrays and loops of unknown length, the transforms cost three
+ * times the loads and stores). */
+static inline void FN(wino_points2d)(int kind, const REAL *d, int64_t ds, REAL *v, int64_t vs)
 {
-    REAL r[3][4];
-#pragma GCC unroll 3
-    for (int i = 0; i < 3; i++) {
-        const REAL *row = d + i * ds;
-        REAL e0 = row[0], e1 = row[1], e2 = row[2];
-        r[i][0] = e0 - e1, r[i][1] = e1, r[i][2] = e2 - e1, r[i][3] = e0;
-    }
-#pragma GCC unroll 4
-    for (int b = 0; b < 4; b++) {
-        REAL e0 = r[0][b], e1 = r[1][b], e2 = r[2][b];
-        v[b * vs] = e0 - e1;
-        v[(4 + b) * vs] = e1;
-        v[(8 + b) * vs] = e2 - e1;
-        v[(12 + b) * vs] = e0;
-    }
+    static const int wlen[4] = {5, 3, 6, 4}, nv[4] = {5, 4, 6, 5};
+    REAL r[WINO_MAX_AXIS][WINO_MAX_AXIS];
+#pragma GCC unroll 6
+    for (int i = 0; i < wlen[kind]; i++) FN(wino_axis_points)(kind, d + i * ds, 1, r[i], 1);
+#pragma GCC unroll 6
+    for (int b = 0; b < nv[kind]; b++)
+        FN(wino_axis_points)(kind, &r[0][b], WINO_MAX_AXIS, v + b * vs, nv[kind] * vs);
 }
 
-/* The weights' points along one axis, the forward's (w0, w0 + w2, w2, w1, w1)
- * or, reversed, the input gradient's: 4 distinct ones (the last two are
- * equal), so 16 distinct in 2-d, the A operands of the 25 GEMMs. */
-#define WINO_W_POINTS 16
-static const int8_t FN(wino_w_point)[WINO_AXIS] = {0, 1, 2, 3, 3};
-
-static inline void FN(wino_weights3)(int reversed, const REAL *w, int64_t ws, REAL *u,
-                                     int64_t us)
+/* One axis's distinct weight points of taps w[0], w[ws], ... into u[0],
+ * u[us], ... (kinds as for the window points). */
+static inline void FN(wino_axis_weights)(int kind, const REAL *w, int64_t ws, REAL *u, int64_t us)
 {
     REAL w0 = w[0], w1 = w[ws], w2 = w[2 * ws];
-    u[0] = reversed ? w2 : w0;
-    u[us] = w0 + w2;
-    u[2 * us] = reversed ? w0 : w2;
-    u[3 * us] = w1;
+    switch (kind) {
+    case 0:
+        u[0] = w0, u[us] = w0 + w2, u[2 * us] = w2, u[3 * us] = w1;
+        break;
+    case 1:
+        u[0] = w2, u[us] = w0 + w2, u[2 * us] = w0, u[3 * us] = w1;
+        break;
+    case 2: {
+        REAL w3 = w[3 * ws];
+        u[0] = w0, u[us] = w0 + w2, u[2 * us] = w2, u[3 * us] = w1, u[4 * us] = w1 + w3;
+        u[5 * us] = w3;
+        break;
+    }
+    default: {
+        /* the fourth point's window value is the third's negated (e1 - e2):
+         * the sign goes to its weight */
+        REAL w3 = w[3 * ws];
+        u[0] = w3, u[us] = w1 + w3, u[2 * us] = w1, u[3 * us] = -w2, u[4 * us] = w0 + w2;
+        u[5 * us] = w0;
+        break;
+    }
+    }
 }
-
-static const int8_t FN(wino_identity)[WINO_AXIS] = {0, 1, 2, 3, 4};
-
-/* The order the 25 points are done in: those sharing weights one after the
- * other, so that the second finds them in L2. */
-static const int8_t FN(wino_order)[WINO_POINTS] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,
-                                                  10, 11, 12, 13, 14, 15, 20, 16, 21, 17,
-                                                  22, 18, 23, 19, 24};
 
 /* Elements between two points' blocks: a whole number of pages and one
  * line more, so that the 25 blocks, written and read side by side, fall into
@@ -197,8 +239,8 @@ static int64_t FN(wino_skewed)(int64_t elems)
  * a bit for each that is inside. Worked out once per tile, so that no
  * channel repeats the bounds arithmetic. */
 typedef struct {
-    int64_t off[25];
-    uint32_t inside; /* bit i * 5 + k: element (i, k) lies in the plane */
+    int64_t off[WINO_MAX_POINTS];
+    uint64_t inside; /* bit i * wlen + k: element (i, k) lies in the plane */
     int interior;
 } FN(wino_window);
 
@@ -209,35 +251,33 @@ static void FN(wino_window_at)(FN(wino_window) *win, int64_t h, int64_t w, int64
     win->off[0] = y0 * w + x0;
     win->inside = 0;
     if (win->interior) return;
-    for (int i = 0; i < 5; i++)
-        for (int k = 0; k < 5; k++) {
+    for (int64_t i = 0; i < wlen; i++)
+        for (int64_t k = 0; k < wlen; k++) {
             int64_t yy = y0 + i, xx = x0 + k;
-            int in = i < wlen && k < wlen && yy >= 0 && yy < h && xx >= 0 && xx < w;
-            win->off[i * 5 + k] = in ? yy * w + xx : 0;
-            win->inside |= (uint32_t)in << (i * 5 + k);
+            int in = yy >= 0 && yy < h && xx >= 0 && xx < w;
+            win->off[i * wlen + k] = in ? yy * w + xx : 0;
+            win->inside |= (uint64_t)in << (i * wlen + k);
         }
 }
 
-/* The 25 points of a window (zeros outside the plane) into v[pt * vs]; w is
- * the plane's row length. */
-static inline void FN(wino_window_points)(const REAL *plane, int64_t w, const FN(wino_window) *win,
-                                          int64_t wlen, REAL *v, int64_t vs)
+/* The distinct points of a window (zeros outside the plane) into
+ * v[pt * vs]; w is the plane's row length. */
+static inline void FN(wino_window_points)(int kind, const REAL *plane, int64_t w,
+                                          const FN(wino_window) *win, REAL *v, int64_t vs)
 {
-    REAL copy[25];
+    static const int wlen[4] = {5, 3, 6, 4};
+    REAL copy[WINO_MAX_POINTS];
     const REAL *base = plane + win->off[0];
     int64_t bs = w;
     if (!win->interior) {
-        for (int e = 0; e < 25; e++) {
+        for (int e = 0; e < wlen[kind] * wlen[kind]; e++) {
             REAL val = plane[win->off[e]];
             copy[e] = win->inside >> e & 1 ? val : 0;
         }
         base = copy;
-        bs = 5;
+        bs = wlen[kind];
     }
-    if (wlen == 5)
-        FN(wino_points5x5)(base, bs, v, vs);
-    else
-        FN(wino_points3x3)(base, bs, v, vs);
+    FN(wino_points2d)(kind, base, bs, v, vs);
 }
 
 typedef struct {
@@ -251,11 +291,13 @@ typedef struct {
     FN(wino_axis) ay, ax;
     int64_t ntiles, nb, nblocks, ldb, kc, npanels;
     int64_t a_pt, v_pt, acc_pt; /* elements per point (weights, points), per output */
-    int vaxis;                  /* distinct points of the windows along an axis */
-    const int8_t *vmap;         /* point along an axis -> its distinct one */
+    const FN(wino_rule) *rule;  /* both axes' */
+    int kind;                   /* of the points (wino_axis_points) */
+    int npoints;                /* points per tile */
+    int8_t order[WINO_MAX_POINTS]; /* the order they are done in */
     const REAL *in, *w, *bias;
     REAL *out;
-    REAL *apack;              /* [grp][point][panel][ca][mr] */
+    REAL *apack;              /* [grp][distinct weight point][panel][ca][mr] */
     REAL *scratch;            /* per thread: V, the product, the accumulators */
     int64_t scratch_elems, v_elems, m_elems;
     atomic_int nonfinite;
@@ -266,31 +308,32 @@ static FN(kernel_fn) FN(wino_kernel_for)(const FN(wino_job) *job, int64_t ncols)
     return job->kerns[(ncols + job->vlen - 1) / job->vlen - 1];
 }
 
-/* Weight transform of one panel of mr GEMM rows for every point. */
+/* Weight transform of one panel of mr GEMM rows for every distinct point. */
 static ptc_status FN(wino_weight_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
 {
     (void)tid;
     (void)par;
     FN(wino_job) *job = (FN(wino_job) *)vjob;
     const ptc_problem *p = job->p;
-    int64_t grp = t / job->npanels, pi = t % job->npanels, mr = job->mr;
+    int64_t grp = t / job->npanels, pi = t % job->npanels, mr = job->mr, k = p->kernel[0];
     int64_t cin_g = p->in_channels / p->groups, cout_g = p->out_channels / p->groups;
-    REAL *a = job->apack + grp * WINO_W_POINTS * job->a_pt + pi * job->ca * mr;
-    for (int64_t k = 0; k < job->ca; k++)
+    int nu = job->rule->nu;
+    REAL *a = job->apack + grp * nu * nu * job->a_pt + pi * job->ca * mr;
+    for (int64_t kk = 0; kk < job->ca; kk++)
         for (int64_t i = 0; i < mr; i++) {
-            int64_t row = pi * mr + i, co = job->op ? k : row, ci = job->op ? row : k;
-            REAL *dst = a + k * mr + i;
+            int64_t row = pi * mr + i, co = job->op ? kk : row, ci = job->op ? row : kk;
+            REAL *dst = a + kk * mr + i;
             if (row >= job->cb) {
-                for (int pt = 0; pt < WINO_W_POINTS; pt++) dst[pt * job->a_pt] = 0;
+                for (int pt = 0; pt < nu * nu; pt++) dst[pt * job->a_pt] = 0;
                 continue;
             }
-            const REAL *wk = job->w + ((grp * cout_g + co) * cin_g + ci) * 9;
-            REAL r[3][4];
-#pragma GCC unroll 3
-            for (int ky = 0; ky < 3; ky++) FN(wino_weights3)(job->op, wk + 3 * ky, 1, r[ky], 1);
-#pragma GCC unroll 4
-            for (int b = 0; b < 4; b++)
-                FN(wino_weights3)(job->op, &r[0][b], 4, dst + b * job->a_pt, 4 * job->a_pt);
+            const REAL *wk = job->w + ((grp * cout_g + co) * cin_g + ci) * k * k;
+            REAL r[4][WINO_MAX_AXIS];
+            for (int64_t ky = 0; ky < k; ky++)
+                FN(wino_axis_weights)(job->kind, wk + k * ky, 1, r[ky], 1);
+            for (int b = 0; b < nu; b++)
+                FN(wino_axis_weights)(job->kind, &r[0][b], WINO_MAX_AXIS, dst + b * job->a_pt,
+                                      nu * job->a_pt);
         }
     return PTC_OK;
 }
@@ -300,11 +343,12 @@ static ptc_status FN(wino_weight_task)(void *vjob, int64_t t, int tid, ptc_paral
  * A channel at a time, tile after tile: each of the 25 lines being written
  * then fills before the next channel's (tile by tile, every store missed
  * L1). tile[] and win[] take nt entries: the images' offsets, the windows. */
-static void FN(wino_points_block)(const FN(wino_job) *job, int64_t grp, int64_t t0, int64_t nt,
-                                  REAL *v, int64_t *tile, FN(wino_window) *win)
+static inline void FN(wino_points_block)(int kind, const FN(wino_job) *job, int64_t grp,
+                                         int64_t t0, int64_t nt, REAL *v, int64_t *tile,
+                                         FN(wino_window) *win)
 {
     int64_t per_image = job->ay.count * job->ax.count, plane = job->in_h * job->in_w;
-    int64_t jend = FN(round_up)(nt, job->nr), nv = job->vaxis * job->vaxis;
+    int64_t jend = FN(round_up)(nt, job->nr), nv = job->rule->nv[job->op];
     for (int64_t j = 0; j < nt; j++) {
         int64_t t = t0 + j, n = t / per_image, r = t % per_image;
         FN(wino_window_at)(&win[j], job->in_h, job->in_w,
@@ -315,10 +359,10 @@ static void FN(wino_points_block)(const FN(wino_job) *job, int64_t grp, int64_t 
     for (int64_t c = 0; c < job->ca; c++) {
         REAL *dst = v + c * job->ldb;
         for (int64_t j = 0; j < nt; j++)
-            FN(wino_window_points)(job->in + tile[j] + c * plane, job->in_w, &win[j], job->wlen,
+            FN(wino_window_points)(kind, job->in + tile[j] + c * plane, job->in_w, &win[j],
                                    dst + j, job->v_pt);
         for (int64_t j = nt; j < jend; j++)
-            for (int64_t pt = 0; pt < nv; pt++) dst[pt * job->v_pt + j] = 0;
+            for (int64_t pt = 0; pt < nv * nv; pt++) dst[pt * job->v_pt + j] = 0;
     }
 }
 
@@ -384,23 +428,30 @@ static ptc_status FN(wino_task)(void *vjob, int64_t t, int tid, ptc_parallel *pa
 
     int64_t *off = (int64_t *)(acc + olen * olen * acc_stride), *lim = off + job->nb;
     FN(wino_window) *win = (FN(wino_window) *)(lim + 3 * job->nb);
-    FN(wino_points_block)(job, grp, t0, nt, v, off, win);
+    switch (job->kind) { /* each with its own straight-line transforms */
+    case 0: FN(wino_points_block)(0, job, grp, t0, nt, v, off, win); break;
+    case 1: FN(wino_points_block)(1, job, grp, t0, nt, v, off, win); break;
+    case 2: FN(wino_points_block)(2, job, grp, t0, nt, v, off, win); break;
+    default: FN(wino_points_block)(3, job, grp, t0, nt, v, off, win); break;
+    }
 
     int touched[16] = {0};
-    const int8_t(*tg)[2] = FN(wino_targets)[job->op];
-    for (int step = 0; step < WINO_POINTS; step++) {
-        int pt = FN(wino_order)[step];
-        const int8_t *ty = tg[pt / 5], *tx = tg[pt % 5];
+    const FN(wino_rule) *rule = job->rule;
+    const int8_t(*tg)[2] = rule->targets[job->op];
+    int P = rule->points, nv = rule->nv[job->op], nu = rule->nu;
+    const int8_t *vmap = rule->vmap[job->op];
+    for (int step = 0; step < job->npoints; step++) {
+        int pt = job->order[step];
+        const int8_t *ty = tg[pt / P], *tx = tg[pt % P];
         int single = ty[1] < 0 && tx[1] < 0;
         int first = ty[0] * olen + tx[0];
         /* a point added into one output goes there straight from the
          * kernels; one added into several, through m */
         REAL *c = single ? acc + first * acc_stride : m;
         int add = single && touched[first];
-        const REAL *a = job->apack + (grp * WINO_W_POINTS + FN(wino_w_point)[pt / 5] * 4 +
-                                      FN(wino_w_point)[pt % 5]) *
-                                         job->a_pt;
-        const REAL *vp = v + (job->vmap[pt / 5] * job->vaxis + job->vmap[pt % 5]) * job->v_pt;
+        const REAL *a = job->apack +
+                        (grp * nu * nu + rule->umap[pt / P] * nu + rule->umap[pt % P]) * job->a_pt;
+        const REAL *vp = v + (vmap[pt / P] * nv + vmap[pt % P]) * job->v_pt;
         for (int64_t k0 = 0; k0 < job->ca; k0 += job->kc) {
             int64_t kc = FN(min64)(job->kc, job->ca - k0);
             int flags = add || k0 > 0 ? PTC_TILE_ADD : 0;
@@ -504,10 +555,17 @@ static ptc_status FN(wino_run)(int op, const ptc_problem *p, const REAL *in, con
     job.in_w = op ? p->out_size[1] : p->in_size[1];
     job.out_h = op ? p->in_size[0] : p->out_size[0];
     job.out_w = op ? p->in_size[1] : p->out_size[1];
-    job.wlen = op ? 3 : 5;
-    job.vaxis = op ? WINO_DY_AXIS : WINO_AXIS;
-    job.vmap = op ? FN(wino_dy_v) : FN(wino_identity);
+    job.rule = &FN(wino_rules)[p->kernel[0] - 3];
+    job.kind = 2 * (int)(p->kernel[0] - 3) + op;
+    job.wlen = job.rule->wlen[op];
     job.olen = op ? 4 : 2;
+    int P = job.rule->points, nv = job.rule->nv[op], nu = job.rule->nu;
+    job.npoints = P * P;
+    /* the points sharing weights one after the other, so that the second
+     * finds them in L2 */
+    for (int u = 0, n = 0; u < nu * nu; u++)
+        for (int pt = 0; pt < P * P; pt++)
+            if (job.rule->umap[pt / P] * nu + job.rule->umap[pt % P] == u) job.order[n++] = (int8_t)pt;
     job.ay = FN(wino_axis_of)(op, p, 0);
     job.ax = FN(wino_axis_of)(op, p, 1);
     job.ntiles = p->batch * job.ay.count * job.ax.count;
@@ -518,11 +576,11 @@ static ptc_status FN(wino_run)(int op, const ptc_problem *p, const REAL *in, con
     job.kc = FN(block_len)(job.ca, KC_BYTES / (job.nr * (int64_t)sizeof(REAL)));
     job.npanels = FN(ceil_div)(job.cb, job.mr);
 
-    double flops = 2.0 * WINO_POINTS * (double)job.ntiles * (double)job.ca * (double)job.cb *
+    double flops = 2.0 * job.npoints * (double)job.ntiles * (double)job.ca * (double)job.cb *
                    (double)p->groups;
     int nthreads = ptc_threads_for_work(flops);
     job.nb = FN(wino_block_tiles)(job.ntiles, p->groups, nthreads, job.nr, job.vlen,
-                                  (double)(job.vaxis * job.vaxis * job.ca +
+                                  (double)(nv * nv * job.ca +
                                            (job.olen * job.olen + 1) * job.cb) *
                                       sizeof(REAL));
     job.nblocks = FN(ceil_div)(job.ntiles, job.nb);
@@ -530,7 +588,7 @@ static ptc_status FN(wino_run)(int op, const ptc_problem *p, const REAL *in, con
     job.a_pt = FN(wino_skewed)(job.npanels * job.mr * job.ca);
     job.v_pt = FN(wino_skewed)(job.ca * job.ldb);
     job.acc_pt = FN(wino_skewed)(job.cb * job.ldb);
-    job.v_elems = job.vaxis * job.vaxis * job.v_pt;
+    job.v_elems = nv * nv * job.v_pt;
     job.m_elems = FN(round_up)(FN(round_up)(job.cb, job.mr) * job.ldb, 64 / (int64_t)sizeof(REAL));
     /* and the tiles' offsets, bounds and runs (4 nb int64) and windows */
     job.scratch_elems = job.v_elems + job.m_elems + job.olen * job.olen * job.acc_pt +
@@ -545,7 +603,7 @@ static ptc_status FN(wino_run)(int op, const ptc_problem *p, const REAL *in, con
         (uint64_t)total > (SIZE_MAX - 64) / sizeof(REAL))
         return PTC_ERR_OVERFLOW;
     char *raw = (char *)ptc_workspace_acquire(0, (size_t)total * sizeof(REAL) + 64);
-    job.apack = FN(alloc)(p->groups * WINO_W_POINTS * job.a_pt);
+    job.apack = FN(alloc)(p->groups * nu * nu * job.a_pt);
     ptc_status st = raw && job.apack ? PTC_OK : PTC_ERR_NO_MEMORY;
     if (st == PTC_OK) {
         job.scratch = (REAL *)(raw + (64 - (uintptr_t)raw % 64) % 64);
@@ -566,10 +624,9 @@ static ptc_status FN(wino_run)(int op, const ptc_problem *p, const REAL *in, con
 #define WINO_CHUNK_BYTES (32.0 * 1024 * 1024)
 #define WINO_POINT_TILES 32 /* tiles per task of the points' pass, at most */
 #define WINO_FILTER_PANELS 8 /* weight-gradient rows per GEMM task, in panels */
-/* dy's points along an axis, (dy0, dy0 + dy1, dy1, dy0, dy1), are 3 distinct
- * ones: the A operands of the 25 GEMMs are 9. */
+/* dy's points along an axis are 3 distinct ones, dy0, dy0 + dy1 and dy1
+ * (the rules' qmap): the A operands of the GEMMs are 9. */
 #define WINO_DY_POINTS 9
-static const int8_t FN(wino_dy_point)[WINO_AXIS] = {0, 1, 2, 0, 2};
 
 typedef struct {
     const ptc_problem *p;
@@ -580,6 +637,8 @@ typedef struct {
     FN(wino_axis) ay, ax;
     int64_t ntiles, t0, nt, chunk_tiles; /* all tiles; the chunk being reduced */
     int64_t v_pt, q_pt, u_pt;            /* elements per point of vt, qpack, du */
+    const FN(wino_rule) *rule;           /* both axes' */
+    int kind, npoints;                   /* of the forward's points (wino_axis_points) */
     const REAL *x, *dy;
     REAL *dw;
     REAL *vt;    /* x's points, [grp][point][tile][ldv] */
@@ -603,8 +662,9 @@ static ptc_status FN(wino_filter_points_task)(void *vjob, int64_t t, int tid, pt
     int64_t per_image = job->ay.count * job->ax.count;
     int64_t H = p->in_size[0], W = p->in_size[1], OH = p->out_size[0], OW = p->out_size[1];
     int64_t cend = FN(round_up)(job->cin_g, job->nr);
-    REAL *vt = job->vt + grp * WINO_POINTS * job->v_pt;
+    REAL *vt = job->vt + grp * job->npoints * job->v_pt;
     REAL *qp = job->qpack + grp * WINO_DY_POINTS * job->q_pt;
+    int64_t wlen = job->rule->wlen[0];
     /* Eight channels (one line of each point) at a time over the task's
      * tiles: the lines written fill at once, and the planes read stay in L1
      * (a tile at a time over all channels, neither did). */
@@ -614,7 +674,7 @@ static ptc_status FN(wino_filter_points_task)(void *vjob, int64_t t, int tid, pt
     for (int64_t j = j0; j < j1; j++) {
         int64_t tt = job->t0 + j, n = tt / per_image, r = tt % per_image, l = j - j0;
         int64_t ty = r / job->ax.count, tx = r % job->ax.count;
-        FN(wino_window_at)(&win[l], H, W, job->ay.w0 + ty * 4, job->ax.w0 + tx * 4, 5);
+        FN(wino_window_at)(&win[l], H, W, job->ay.w0 + ty * 4, job->ax.w0 + tx * 4, wlen);
         xoff[l] = (n * p->in_channels + grp * job->cin_g) * H * W;
         yoff[l] = (n * p->out_channels + grp * job->cout_g) * OH * OW + 2 * ty * OW + 2 * tx;
         ny[l] = FN(min64)(2, OH - 2 * ty);
@@ -625,11 +685,13 @@ static ptc_status FN(wino_filter_points_task)(void *vjob, int64_t t, int tid, pt
             int64_t l = j - j0;
             REAL *vj = vt + j * job->ldv;
             for (int64_t c = c0; c < c0 + 8 && c < cend; c++) {
-                if (c < job->cin_g)
-                    FN(wino_window_points)(job->x + xoff[l] + c * H * W, W, &win[l], 5, vj + c,
-                                           job->v_pt);
+                const REAL *plane = job->x + xoff[l] + c * H * W;
+                if (c >= job->cin_g)
+                    for (int pt = 0; pt < job->npoints; pt++) vj[pt * job->v_pt + c] = 0;
+                else if (job->kind == 0) /* each kind with its own straight-line code */
+                    FN(wino_window_points)(0, plane, W, &win[l], vj + c, job->v_pt);
                 else
-                    for (int pt = 0; pt < WINO_POINTS; pt++) vj[pt * job->v_pt + c] = 0;
+                    FN(wino_window_points)(2, plane, W, &win[l], vj + c, job->v_pt);
             }
         }
     /* dy's two by two outputs of each tile (zero past the edge) as the 9
@@ -669,10 +731,11 @@ static ptc_status FN(wino_filter_gemm_task)(void *vjob, int64_t t, int tid, ptc_
     int64_t rb = t % job->row_blocks, gp = t / job->row_blocks; /* gp: group x point */
     int64_t mr = job->mr, tc = job->chunk_tiles;
     int64_t p0 = rb * WINO_FILTER_PANELS, p1 = FN(min64)(p0 + WINO_FILTER_PANELS, job->npanels);
-    int pt = (int)(gp % WINO_POINTS);
-    const REAL *a = job->qpack + ((gp / WINO_POINTS) * WINO_DY_POINTS +
-                                  FN(wino_dy_point)[pt / 5] * 3 + FN(wino_dy_point)[pt % 5]) *
-                                     job->q_pt;
+    int pt = (int)(gp % job->npoints), P = job->rule->points;
+    const int8_t *qmap = job->rule->qmap;
+    const REAL *a = job->qpack +
+                    ((gp / job->npoints) * WINO_DY_POINTS + qmap[pt / P] * 3 + qmap[pt % P]) *
+                        job->q_pt;
     const REAL *b = job->vt + gp * job->v_pt;
     REAL *c = job->du + gp * job->u_pt;
     for (int64_t k0 = 0; k0 < job->nt; k0 += job->kc) {
@@ -690,32 +753,35 @@ static ptc_status FN(wino_filter_gemm_task)(void *vjob, int64_t t, int tid, ptc_
     return PTC_OK;
 }
 
-/* dw = G^T dU G for the weights of one output channel. */
+/* dw = G^T dU G for the weights of one output channel: each tap the sum of
+ * the dU of the points whose weights hold it, along x then along y. */
 static ptc_status FN(wino_filter_out_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
 {
     (void)tid;
     (void)par;
     FN(wino_filter_job) *job = (FN(wino_filter_job) *)vjob;
+    const FN(wino_rule) *rule = job->rule;
     int64_t grp = t / job->cout_g, co = t % job->cout_g, ps = job->u_pt;
-    const REAL *u = job->du + grp * WINO_POINTS * ps + co * job->ldv;
-    REAL *dst = job->dw + (grp * job->cout_g + co) * job->cin_g * 9;
+    int64_t k = job->p->kernel[0];
+    int P = rule->points;
+    const REAL *u = job->du + grp * job->npoints * ps + co * job->ldv;
+    REAL *dst = job->dw + (grp * job->cout_g + co) * job->cin_g * k * k;
     REAL fin = 0;
     for (int64_t ci = 0; ci < job->cin_g; ci++) {
-        REAL s[WINO_AXIS][3];
-        for (int a = 0; a < WINO_AXIS; a++) {
-            const REAL *ua = u + a * WINO_AXIS * ps + ci;
-            REAL u1 = ua[ps];
-            s[a][0] = ua[0] + u1;
-            s[a][1] = ua[3 * ps] + ua[4 * ps];
-            s[a][2] = u1 + ua[2 * ps];
-        }
-        for (int k = 0; k < 3; k++) {
-            REAL v0 = s[0][k] + s[1][k], v1 = s[3][k] + s[4][k], v2 = s[1][k] + s[2][k];
-            dst[ci * 9 + k] = v0;
-            dst[ci * 9 + 3 + k] = v1;
-            dst[ci * 9 + 6 + k] = v2;
-            fin += v0 * 0 + v1 * 0 + v2 * 0;
-        }
+        REAL s[WINO_MAX_AXIS][4] = {{0}}, d[4][4] = {{0}};
+        for (int a = 0; a < P; a++)
+            for (int b = 0; b < P; b++) {
+                REAL val = u[(a * P + b) * ps + ci];
+                for (int i = 0; i < 2 && rule->taps[b][i] >= 0; i++) s[a][rule->taps[b][i]] += val;
+            }
+        for (int a = 0; a < P; a++)
+            for (int i = 0; i < 2 && rule->taps[a][i] >= 0; i++)
+                for (int64_t kx = 0; kx < k; kx++) d[rule->taps[a][i]][kx] += s[a][kx];
+        for (int64_t ky = 0; ky < k; ky++)
+            for (int64_t kx = 0; kx < k; kx++) {
+                dst[(ci * k + ky) * k + kx] = d[ky][kx];
+                fin += d[ky][kx] * 0;
+            }
     }
     if (fin != 0) atomic_store(&job->nonfinite, 1);
     return PTC_OK;
@@ -741,12 +807,15 @@ static ptc_status FN(wino_filter)(const ptc_problem *p, const REAL *x, const REA
     job.ay = FN(wino_axis_of)(0, p, 0);
     job.ax = FN(wino_axis_of)(0, p, 1);
     job.ntiles = p->batch * job.ay.count * job.ax.count;
+    job.rule = &FN(wino_rules)[p->kernel[0] - 3];
+    job.kind = 2 * (int)(p->kernel[0] - 3);
+    job.npoints = job.rule->points * job.rule->points;
     job.x = x;
     job.dy = dy;
     job.dw = dw;
     job.row_blocks = FN(ceil_div)(job.npanels, WINO_FILTER_PANELS);
     double per_tile = (double)p->groups *
-                      (double)(WINO_POINTS * job.ldv + WINO_DY_POINTS * job.npanels * job.mr) *
+                      (double)(job.npoints * job.ldv + WINO_DY_POINTS * job.npanels * job.mr) *
                       sizeof(REAL);
     int64_t tc = (int64_t)(WINO_CHUNK_BYTES / per_tile);
     if (tc < WINO_POINT_TILES) tc = WINO_POINT_TILES;
@@ -755,21 +824,21 @@ static ptc_status FN(wino_filter)(const ptc_problem *p, const REAL *x, const REA
     job.q_pt = FN(wino_skewed)(job.npanels * tc * job.mr);
     job.u_pt = FN(wino_skewed)(job.cout_g * job.ldv);
 
-    double flops = 2.0 * WINO_POINTS * (double)job.ntiles * (double)job.cin_g *
+    double flops = 2.0 * job.npoints * (double)job.ntiles * (double)job.cin_g *
                    (double)job.cout_g * (double)p->groups;
     int nthreads = ptc_threads_for_work(flops);
     /* The points of a chunk and dU from the calling thread's workspace: kept
      * between calls, where fresh pages would cost a fault each. Every element
      * read is written first (dU by its first chunk). */
-    int64_t g25 = p->groups * WINO_POINTS, g9 = p->groups * WINO_DY_POINTS;
+    int64_t gpts = p->groups * job.npoints, g9 = p->groups * WINO_DY_POINTS;
     int64_t align = 64 / (int64_t)sizeof(REAL);
-    double elems = (double)g25 * (double)(job.v_pt + job.u_pt) + (double)g9 * (double)job.q_pt;
+    double elems = (double)gpts * (double)(job.v_pt + job.u_pt) + (double)g9 * (double)job.q_pt;
     if ((elems + (double)align) * sizeof(REAL) > (double)(SIZE_MAX / 2)) return PTC_ERR_OVERFLOW;
     char *raw = (char *)ptc_workspace_acquire(
-        0, (size_t)(g25 * (job.v_pt + job.u_pt) + g9 * job.q_pt + align) * sizeof(REAL));
+        0, (size_t)(gpts * (job.v_pt + job.u_pt) + g9 * job.q_pt + align) * sizeof(REAL));
     if (!raw) return PTC_ERR_NO_MEMORY;
     job.vt = (REAL *)(raw + (64 - (uintptr_t)raw % 64) % 64);
-    job.qpack = job.vt + g25 * job.v_pt;
+    job.qpack = job.vt + gpts * job.v_pt;
     job.du = job.qpack + g9 * job.q_pt;
     ptc_status st = PTC_OK;
     for (job.t0 = 0; st == PTC_OK && job.t0 < job.ntiles; job.t0 += tc) {
@@ -782,7 +851,7 @@ static ptc_status FN(wino_filter)(const ptc_problem *p, const REAL *x, const REA
         st = ptc_parallel_for(p->groups * job.point_tasks, nthreads, FN(wino_filter_points_task),
                               &job, opt);
         if (st == PTC_OK)
-            st = ptc_parallel_for(g25 * job.row_blocks, nthreads, FN(wino_filter_gemm_task),
+            st = ptc_parallel_for(gpts * job.row_blocks, nthreads, FN(wino_filter_gemm_task),
                                   &job, opt);
     }
     if (st == PTC_OK)

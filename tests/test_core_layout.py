@@ -39,8 +39,8 @@ def _operations(dtype=np.float64, seed=0, big=False):
         x3, w3 = r(2, 8, 12, 14, 10), r(12, 8, 3, 3, 3)
         # many channels on few positions: the weight gradient as a GEMM
         xd, wd = r(2, 64, 11, 11), r(256, 64, 3, 3)
-        # 3x3 at stride 2 on 96 channels and 264 tiles: minimal filtering
-        xm, wm = r(2, 96, 46, 42), r(96, 96, 3, 3)
+        # 3x3 and 4x4 at stride 2 on 96 channels and 264 tiles: minimal filtering
+        xm, wm, w4 = r(2, 96, 46, 42), r(96, 96, 3, 3), r(96, 96, 4, 4)
     else:
         x, w, b = r(2, 4, 9, 8), r(6, 2, 3, 3), r(6)
         kw = dict(stride=(2, 1), padding=((1, 2), (0, 1)), dilation=(1, 2), groups=2)
@@ -48,9 +48,10 @@ def _operations(dtype=np.float64, seed=0, big=False):
         tkw = dict(stride=2, padding=1, groups=1, dilation=1)
         x3, w3 = r(1, 3, 5, 6, 4), r(2, 3, 2, 3, 2)
         xd, wd = r(1, 8, 5, 5), r(12, 8, 3, 3)
-        xm, wm = r(1, 5, 9, 8), r(7, 5, 3, 3)
+        xm, wm, w4 = r(1, 5, 9, 8), r(7, 5, 3, 3), r(7, 5, 4, 4)
     dkw = dict(stride=2, padding=1)
     dym = r(*pytconv.conv_output_shape(xm.shape, wm.shape, **dkw))
+    dy4 = r(*pytconv.conv_output_shape(xm.shape, w4.shape, **dkw))
     dyd = r(*pytconv.conv_output_shape(xd.shape, wd.shape, **dkw))
     y_shape = pytconv.conv_output_shape(x.shape, w.shape, **kw)
     dy = r(*y_shape)
@@ -69,6 +70,9 @@ def _operations(dtype=np.float64, seed=0, big=False):
         "conv_3x3_stride_2": (pytconv.conv, (xm, wm), dkw),
         "conv_3x3_stride_2_input_grad": (pytconv.conv_input_grad, (xm.shape, wm, dym), dkw),
         "conv_3x3_stride_2_weight_grad": (pytconv.conv_weight_grad, (xm, wm.shape, dym), dkw),
+        "conv_4x4_stride_2": (pytconv.conv, (xm, w4), dkw),
+        "conv_4x4_stride_2_input_grad": (pytconv.conv_input_grad, (xm.shape, w4, dy4), dkw),
+        "conv_4x4_stride_2_weight_grad": (pytconv.conv_weight_grad, (xm, w4.shape, dy4), dkw),
         "conv_transpose_input_grad": (pytconv.conv_transpose_input_grad, (t.shape, wt, dt), tkw),
         "conv_transpose_weight_grad": (pytconv.conv_transpose_weight_grad, (t, wt.shape, dt), tkw),
         "bias_grad": (pytconv.bias_grad, (dy,), {}),

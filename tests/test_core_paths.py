@@ -78,18 +78,21 @@ CONV_PATHS = {
     "long kernel 1d groups": ((1, 4, 300), (6, 2, 50), dict(stride=13, groups=2)),
     "long kernel 1d many channels": ((3, 2, 200), (70, 2, 100), dict(stride=30, padding=((0, 40),))),
     "long kernel windows in the padding": ((2, 3, 5), (2, 3, 50), dict(stride=100, padding=((70, 0),))),
-    # minimal filtering (3x3, stride 2, 64 channels or more on both sides, 256
-    # tiles of 2x2 outputs or more; the weight gradient from 96 channels):
-    # even and odd output sizes (tiles cut by the edge), windows reaching
-    # into large and asymmetric paddings, and wholly outside the input,
-    # groups, a GEMM depth of several k-blocks, 64 channels (forward and
-    # input gradient only)
+    # minimal filtering (3x3 or 4x4, stride 2, 64 channels or more on both
+    # sides, 256 tiles of 2x2 outputs or more; the weight gradient from 96
+    # channels): even and odd output sizes (tiles cut by the edge), windows
+    # reaching into large and asymmetric paddings, and wholly outside the
+    # input, groups, a GEMM depth of several k-blocks, 64 channels (forward
+    # and input gradient only)
     "minimal filtering": ((3, 96, 46, 42), (96, 96, 3, 3), dict(stride=2, padding=1)),
     "minimal filtering odd outputs unpadded": ((2, 96, 51, 47), (100, 96, 3, 3), dict(stride=2)),
     "minimal filtering large paddings": ((3, 97, 37, 38), (96, 97, 3, 3), dict(stride=2, padding=((6, 1), (0, 7)))),
     "minimal filtering groups": ((2, 192, 44, 46), (192, 96, 3, 3), dict(stride=2, padding=(1, 2), groups=2)),
     "minimal filtering deep": ((1, 400, 62, 66), (64, 400, 3, 3), dict(stride=2, padding=1)),
     "minimal filtering 64 channels reflect": ((2, 64, 46, 44), (64, 64, 3, 3), dict(stride=2, padding=1, padding_mode="reflect")),
+    "minimal filtering 4x4": ((3, 96, 46, 43), (100, 96, 4, 4), dict(stride=2, padding=1)),
+    "minimal filtering 4x4 odd outputs large paddings": ((2, 97, 45, 38), (96, 97, 4, 4), dict(stride=2, padding=((5, 0), (2, 6)))),
+    "minimal filtering 4x4 groups": ((2, 192, 44, 46), (192, 96, 4, 4), dict(stride=2, padding=(1, 2), groups=2)),
 }
 
 # name: (transposed input shape, w shape, conv_transpose keyword arguments)
@@ -125,8 +128,10 @@ TRANSPOSED_PATHS = {
     # positions in two blocks, the last ending inside a panel; channels enough
     # for the packing to prefetch rows ahead
     "long kernel position blocks": ((1, 40, 300), (40, 2, 64), dict(stride=8)),
-    # the input gradient of a 3x3 stride-2 convolution, by minimal filtering
+    # the input gradient of 3x3 and 4x4 stride-2 convolutions (the DCGAN
+    # generator's layers), by minimal filtering
     "minimal filtering 3x3 s2": ((4, 96, 22, 17), (96, 80, 3, 3), dict(stride=2, padding=1, output_padding=1)),
+    "minimal filtering 4x4 s2": ((4, 96, 22, 17), (96, 80, 4, 4), dict(stride=2, padding=1)),
 }
 
 
@@ -261,7 +266,8 @@ def test_weight_gradient_finds_one_non_finite_x_anywhere(dtype, where, value):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("operand", ["x", "w", "dy"])
 @pytest.mark.parametrize("value", [np.inf, np.nan])
-def test_minimal_filtering_leaves_inf_and_nan_to_the_direct_sums(dtype, operand, value):
+@pytest.mark.parametrize("k", [3, 4])
+def test_minimal_filtering_leaves_inf_and_nan_to_the_direct_sums(dtype, operand, value, k):
     """Minimal filtering takes differences of inputs (Inf - Inf is NaN where
     the direct sum has an Inf): a call with a non-finite result is run again
     by the direct method, whose non-finite entries are the reference's. One
@@ -270,7 +276,7 @@ def test_minimal_filtering_leaves_inf_and_nan_to_the_direct_sums(dtype, operand,
     rng = np.random.default_rng(13)
     kw = dict(stride=2, padding=1)
     x = rng.standard_normal((3, 96, 46, 42)).astype(dtype)
-    w = rng.standard_normal((96, 96, 3, 3)).astype(dtype)
+    w = rng.standard_normal((96, 96, k, k)).astype(dtype)
     g = rng.standard_normal(pytconv.conv_output_shape(x.shape, w.shape, **kw)).astype(dtype)
     {"x": x, "w": w, "dy": g}[operand][(1, 5, 0, 1) if operand != "w" else (7, 3, 0, 2)] = value
     problem = conv_problem("test", x.shape, w.shape, **kw)

@@ -446,10 +446,10 @@ static void deep_problem(ptc_problem *p)
     }
 }
 
-/* A 3x3 stride-2 problem of about 100 channels on both sides and 256 tiles
- * of 2x2 outputs or more (some 100 MFLOP a pass), which all three passes
- * run by minimal filtering (winograd_template.h: wino_ok). */
-static void minimal_filtering_problem(ptc_problem *p)
+/* A 3x3 or 4x4 stride-2 problem of about 100 channels on both sides and 256
+ * tiles of 2x2 outputs or more (some 100-200 MFLOP a pass), which all three
+ * passes run by minimal filtering (winograd_template.h: wino_ok). */
+static void minimal_filtering_problem(ptc_problem *p, int64_t k)
 {
     memset(p, 0, sizeof *p);
     p->ndim = 2;
@@ -459,8 +459,8 @@ static void minimal_filtering_problem(ptc_problem *p)
     p->out_channels = rnd(96, 104);
     p->padding_mode = (ptc_padding_mode)rnd(0, 3);
     for (int d = 0; d < 2; d++) {
-        p->in_size[d] = rnd(45, 50);
-        p->kernel[d] = 3;
+        p->in_size[d] = rnd(48, 52);
+        p->kernel[d] = k;
         p->stride[d] = 2;
         p->dilation[d] = 1;
         p->pad_low[d] = rnd(0, 2);
@@ -941,7 +941,7 @@ int main(int argc, char **argv)
     }
     for (int c = 0; c < 2; c++) {
         ptc_problem p;
-        minimal_filtering_problem(&p);
+        minimal_filtering_problem(&p, 3 + c);
         check_problem(&p, c % 2 ? PTC_FLOAT64 : PTC_FLOAT32, 1);
     }
     double t2 = now();
