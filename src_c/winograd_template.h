@@ -73,7 +73,6 @@ typedef struct {
     int nu;                           /* distinct weight points */
     int8_t umap[WINO_MAX_AXIS];       /* point -> its distinct weight point */
     int8_t qmap[WINO_MAX_AXIS];       /* weight gradient: point -> dy point (of 3) */
-    int8_t taps[WINO_MAX_AXIS][2];    /* weight gradient: the taps a point's weight holds */
 } FN(wino_rule);
 
 static const FN(wino_rule) FN(wino_rules)[2] = {
@@ -81,15 +80,13 @@ static const FN(wino_rule) FN(wino_rules)[2] = {
      {{{0, -1}, {0, 1}, {1, -1}, {0, -1}, {1, -1}}, {{1, -1}, {1, 3}, {3, -1}, {0, -1}, {2, -1}}},
      {5, 4}, {{0, 1, 2, 3, 4}, {0, 1, 2, 3, 1}},
      4, {0, 1, 2, 3, 3},
-     {0, 1, 2, 0, 2},
-     {{0, -1}, {0, 2}, {2, -1}, {1, -1}, {1, -1}}},
+     {0, 1, 2, 0, 2}},
     {6, {6, 4}, -1,
      {{{0, -1}, {0, 1}, {1, -1}, {0, -1}, {0, 1}, {1, -1}},
       {{0, -1}, {0, 2}, {2, -1}, {1, -1}, {1, 3}, {3, -1}}},
      {6, 5}, {{0, 1, 2, 3, 4, 5}, {0, 1, 2, 2, 3, 4}},
      6, {0, 1, 2, 3, 4, 5},
-     {0, 1, 2, 0, 1, 2},
-     {{0, -1}, {0, 2}, {2, -1}, {1, -1}, {1, 3}, {3, -1}}},
+     {0, 1, 2, 0, 1, 2}},
 };
 
 /* Eligible for op (0 forward, 1 input gradient, 2 weight gradient): 2-d,
@@ -186,13 +183,14 @@ static inline void FN(wino_axis_points)(int kind, const REAL *d, int64_t ds, REA
  * times the loads and stores). */
 static inline void FN(wino_points2d)(int kind, const REAL *d, int64_t ds, REAL *v, int64_t vs)
 {
-    static const int wlen[4] = {5, 3, 6, 4}, nv[4] = {5, 4, 6, 5};
+    const FN(wino_rule) *rule = &FN(wino_rules)[kind / 2]; /* constants: kind is one */
+    int wlen = rule->wlen[kind % 2], nv = rule->nv[kind % 2];
     REAL r[WINO_MAX_AXIS][WINO_MAX_AXIS];
 #pragma GCC unroll 6
-    for (int i = 0; i < wlen[kind]; i++) FN(wino_axis_points)(kind, d + i * ds, 1, r[i], 1);
+    for (int i = 0; i < wlen; i++) FN(wino_axis_points)(kind, d + i * ds, 1, r[i], 1);
 #pragma GCC unroll 6
-    for (int b = 0; b < nv[kind]; b++)
-        FN(wino_axis_points)(kind, &r[0][b], WINO_MAX_AXIS, v + b * vs, nv[kind] * vs);
+    for (int b = 0; b < nv; b++)
+        FN(wino_axis_points)(kind, &r[0][b], WINO_MAX_AXIS, v + b * vs, nv * vs);
 }
 
 /* One axis's distinct weight points of taps w[0], w[ws], ... into u[0],
@@ -265,17 +263,17 @@ static void FN(wino_window_at)(FN(wino_window) *win, int64_t h, int64_t w, int64
 static inline void FN(wino_window_points)(int kind, const REAL *plane, int64_t w,
                                           const FN(wino_window) *win, REAL *v, int64_t vs)
 {
-    static const int wlen[4] = {5, 3, 6, 4};
+    int wlen = FN(wino_rules)[kind / 2].wlen[kind % 2];
     REAL copy[WINO_MAX_POINTS];
     const REAL *base = plane + win->off[0];
     int64_t bs = w;
     if (!win->interior) {
-        for (int e = 0; e < wlen[kind] * wlen[kind]; e++) {
+        for (int e = 0; e < wlen * wlen; e++) {
             REAL val = plane[win->off[e]];
             copy[e] = win->inside >> e & 1 ? val : 0;
         }
         base = copy;
-        bs = wlen[kind];
+        bs = wlen;
     }
     FN(wino_points2d)(kind, base, bs, v, vs);
 }
@@ -753,37 +751,46 @@ static ptc_status FN(wino_filter_gemm_task)(void *vjob, int64_t t, int tid, ptc_
     return PTC_OK;
 }
 
-/* dw = G^T dU G for the weights of one output channel: each tap the sum of
- * the dU of the points whose weights hold it, along x then along y. */
+/* One axis of dw = G^T dU G: each tap the sum of the dU of the points whose
+ * weights hold it (3 taps: dw0 = dU0 + dU1, dw1 = dU3 + dU4, dw2 = dU1 +
+ * dU2; 4 taps also dw3 = dU4 + dU5), from u[0], u[us], ... into d[0],
+ * d[ds], ...: k a constant where it is called. */
+static inline void FN(wino_axis_taps)(int k, const REAL *u, int64_t us, REAL *d, int64_t ds)
+{
+    REAL u1 = u[us];
+    d[0] = u[0] + u1;
+    d[ds] = u[3 * us] + u[4 * us];
+    d[2 * ds] = u1 + u[2 * us];
+    if (k == 4) d[3 * ds] = u[4 * us] + u[5 * us];
+}
+
+/* dw of one output channel's k x k kernels (k a constant where it is
+ * called), along x then along y; non-zero when one is not finite. */
+static inline int FN(wino_filter_out)(int k, const FN(wino_filter_job) *job, const REAL *u,
+                                      REAL *dst)
+{
+    int P = k + 2; /* the rules' points */
+    int64_t ps = job->u_pt;
+    REAL fin = 0;
+    for (int64_t ci = 0; ci < job->cin_g; ci++) {
+        REAL s[WINO_MAX_AXIS][4], *d = dst + ci * k * k;
+        for (int a = 0; a < P; a++) FN(wino_axis_taps)(k, u + a * P * ps + ci, ps, s[a], 1);
+        for (int x = 0; x < k; x++) FN(wino_axis_taps)(k, &s[0][x], 4, d + x, k);
+        for (int e = 0; e < k * k; e++) fin += d[e] * 0;
+    }
+    return fin != 0;
+}
+
 static ptc_status FN(wino_filter_out_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
 {
     (void)tid;
     (void)par;
     FN(wino_filter_job) *job = (FN(wino_filter_job) *)vjob;
-    const FN(wino_rule) *rule = job->rule;
-    int64_t grp = t / job->cout_g, co = t % job->cout_g, ps = job->u_pt;
-    int64_t k = job->p->kernel[0];
-    int P = rule->points;
-    const REAL *u = job->du + grp * job->npoints * ps + co * job->ldv;
+    int64_t grp = t / job->cout_g, co = t % job->cout_g, k = job->p->kernel[0];
+    const REAL *u = job->du + grp * job->npoints * job->u_pt + co * job->ldv;
     REAL *dst = job->dw + (grp * job->cout_g + co) * job->cin_g * k * k;
-    REAL fin = 0;
-    for (int64_t ci = 0; ci < job->cin_g; ci++) {
-        REAL s[WINO_MAX_AXIS][4] = {{0}}, d[4][4] = {{0}};
-        for (int a = 0; a < P; a++)
-            for (int b = 0; b < P; b++) {
-                REAL val = u[(a * P + b) * ps + ci];
-                for (int i = 0; i < 2 && rule->taps[b][i] >= 0; i++) s[a][rule->taps[b][i]] += val;
-            }
-        for (int a = 0; a < P; a++)
-            for (int i = 0; i < 2 && rule->taps[a][i] >= 0; i++)
-                for (int64_t kx = 0; kx < k; kx++) d[rule->taps[a][i]][kx] += s[a][kx];
-        for (int64_t ky = 0; ky < k; ky++)
-            for (int64_t kx = 0; kx < k; kx++) {
-                dst[(ci * k + ky) * k + kx] = d[ky][kx];
-                fin += d[ky][kx] * 0;
-            }
-    }
-    if (fin != 0) atomic_store(&job->nonfinite, 1);
+    if (k == 3 ? FN(wino_filter_out)(3, job, u, dst) : FN(wino_filter_out)(4, job, u, dst))
+        atomic_store(&job->nonfinite, 1);
     return PTC_OK;
 }
 
