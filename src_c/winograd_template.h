@@ -278,12 +278,34 @@ static inline void FN(wino_window_points)(int kind, const REAL *plane, int64_t w
     FN(wino_points2d)(kind, base, bs, v, vs);
 }
 
+/* The micro-kernels of this CPU for REAL and their tile shape. */
+typedef struct {
+    const ptc_kernel_set *ks;
+    FN(kernel_fn) const *kerns; /* kerns[v - 1]: v vectors wide */
+    int64_t mr, nr, vlen;
+} FN(wino_kernels);
+
+static FN(wino_kernels) FN(wino_kernels_of_cpu)(void)
+{
+    FN(wino_kernels) k;
+    k.ks = ptc_kernels();
+    k.kerns = KERNELS(k.ks);
+    k.mr = KERNEL_MR(k.ks);
+    k.vlen = KERNEL_VLEN(k.ks);
+    k.nr = KERNEL_NV(k.ks) * k.vlen;
+    return k;
+}
+
+/* The narrowest kernel that covers ncols (<= nr) columns. */
+static FN(kernel_fn) FN(wino_kernel_for)(const FN(wino_kernels) *k, int64_t ncols)
+{
+    return k->kerns[(ncols + k->vlen - 1) / k->vlen - 1];
+}
+
 typedef struct {
     int op; /* 0 forward (x -> y), 1 input gradient (dy -> dx) */
     const ptc_problem *p;
-    const ptc_kernel_set *ks;
-    FN(kernel_fn) const *kerns;
-    int64_t mr, nr, vlen;
+    FN(wino_kernels) gk;
     int64_t ca, cb;           /* channels per group: the GEMMs' k, and their rows */
     int64_t in_channels, out_channels, in_h, in_w, out_h, out_w, wlen, olen;
     FN(wino_axis) ay, ax;
@@ -301,11 +323,6 @@ typedef struct {
     atomic_int nonfinite;
 } FN(wino_job);
 
-static FN(kernel_fn) FN(wino_kernel_for)(const FN(wino_job) *job, int64_t ncols)
-{
-    return job->kerns[(ncols + job->vlen - 1) / job->vlen - 1];
-}
-
 /* Weight transform of one panel of mr GEMM rows for every distinct point. */
 static ptc_status FN(wino_weight_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
 {
@@ -313,7 +330,7 @@ static ptc_status FN(wino_weight_task)(void *vjob, int64_t t, int tid, ptc_paral
     (void)par;
     FN(wino_job) *job = (FN(wino_job) *)vjob;
     const ptc_problem *p = job->p;
-    int64_t grp = t / job->npanels, pi = t % job->npanels, mr = job->mr, k = p->kernel[0];
+    int64_t grp = t / job->npanels, pi = t % job->npanels, mr = job->gk.mr, k = p->kernel[0];
     int64_t cin_g = p->in_channels / p->groups, cout_g = p->out_channels / p->groups;
     int nu = job->rule->nu;
     REAL *a = job->apack + grp * nu * nu * job->a_pt + pi * job->ca * mr;
@@ -346,7 +363,7 @@ static inline void FN(wino_points_block)(int kind, const FN(wino_job) *job, int6
                                          FN(wino_window) *win)
 {
     int64_t per_image = job->ay.count * job->ax.count, plane = job->in_h * job->in_w;
-    int64_t jend = FN(round_up)(nt, job->nr), nv = job->rule->nv[job->op];
+    int64_t jend = FN(round_up)(nt, job->gk.nr), nv = job->rule->nv[job->op];
     for (int64_t j = 0; j < nt; j++) {
         int64_t t = t0 + j, n = t / per_image, r = t % per_image;
         FN(wino_window_at)(&win[j], job->in_h, job->in_w,
@@ -419,7 +436,7 @@ static ptc_status FN(wino_task)(void *vjob, int64_t t, int tid, ptc_parallel *pa
     FN(wino_job) *job = (FN(wino_job) *)vjob;
     int64_t grp = t / job->nblocks, t0 = (t % job->nblocks) * job->nb;
     int64_t nt = FN(min64)(job->nb, job->ntiles - t0);
-    int64_t ldb = job->ldb, cb = job->cb, mr = job->mr, olen = job->olen;
+    int64_t ldb = job->ldb, cb = job->cb, mr = job->gk.mr, olen = job->olen;
     REAL *v = job->scratch + tid * job->scratch_elems;
     REAL *m = v + job->v_elems, *acc = m + job->m_elems;
     int64_t acc_stride = job->acc_pt; /* elements per output position of a tile */
@@ -453,9 +470,9 @@ static ptc_status FN(wino_task)(void *vjob, int64_t t, int tid, ptc_parallel *pa
         for (int64_t k0 = 0; k0 < job->ca; k0 += job->kc) {
             int64_t kc = FN(min64)(job->kc, job->ca - k0);
             int flags = add || k0 > 0 ? PTC_TILE_ADD : 0;
-            for (int64_t j0 = 0; j0 < nt; j0 += job->nr) {
-                int64_t ncols = FN(min64)(job->nr, nt - j0);
-                FN(kernel_fn) kern = FN(wino_kernel_for)(job, ncols);
+            for (int64_t j0 = 0; j0 < nt; j0 += job->gk.nr) {
+                int64_t ncols = FN(min64)(job->gk.nr, nt - j0);
+                FN(kernel_fn) kern = FN(wino_kernel_for)(&job->gk, ncols);
                 for (int64_t i0 = 0; i0 < cb; i0 += mr)
                     kern(kc, a + ((i0 / mr) * job->ca + k0) * mr, vp + k0 * ldb + j0, ldb,
                          c + i0 * ldb + j0, ldb, flags, FN(min64)(mr, cb - i0), ncols);
@@ -471,7 +488,7 @@ static ptc_status FN(wino_task)(void *vjob, int64_t t, int tid, ptc_parallel *pa
                 REAL *dst = acc + o * acc_stride;
                 if (touched[o])
                     for (int64_t r = 0; r < cb; r++)
-                        AXPY(job->ks)(nt, 1, m + r * ldb, 1, dst + r * ldb, 1);
+                        AXPY(job->gk.ks)(nt, 1, m + r * ldb, 1, dst + r * ldb, 1);
                 else
                     for (int64_t r = 0; r < cb; r++)
                         memcpy(dst + r * ldb, m + r * ldb, (size_t)nt * sizeof(REAL));
@@ -539,11 +556,7 @@ static ptc_status FN(wino_run)(int op, const ptc_problem *p, const REAL *in, con
     memset(&job, 0, sizeof(job));
     job.op = op;
     job.p = p;
-    job.ks = ptc_kernels();
-    job.kerns = KERNELS(job.ks);
-    job.mr = KERNEL_MR(job.ks);
-    job.vlen = KERNEL_VLEN(job.ks);
-    job.nr = KERNEL_NV(job.ks) * job.vlen;
+    job.gk = FN(wino_kernels_of_cpu)();
     int64_t cin_g = p->in_channels / p->groups, cout_g = p->out_channels / p->groups;
     job.ca = op ? cout_g : cin_g;
     job.cb = op ? cin_g : cout_g;
@@ -571,23 +584,23 @@ static ptc_status FN(wino_run)(int op, const ptc_problem *p, const REAL *in, con
     job.w = w;
     job.bias = bias;
     job.out = out;
-    job.kc = FN(block_len)(job.ca, KC_BYTES / (job.nr * (int64_t)sizeof(REAL)));
-    job.npanels = FN(ceil_div)(job.cb, job.mr);
+    job.kc = FN(block_len)(job.ca, KC_BYTES / (job.gk.nr * (int64_t)sizeof(REAL)));
+    job.npanels = FN(ceil_div)(job.cb, job.gk.mr);
 
     double flops = 2.0 * job.npoints * (double)job.ntiles * (double)job.ca * (double)job.cb *
                    (double)p->groups;
     int nthreads = ptc_threads_for_work(flops);
-    job.nb = FN(wino_block_tiles)(job.ntiles, p->groups, nthreads, job.nr, job.vlen,
+    job.nb = FN(wino_block_tiles)(job.ntiles, p->groups, nthreads, job.gk.nr, job.gk.vlen,
                                   (double)(nv * nv * job.ca +
                                            (job.olen * job.olen + 1) * job.cb) *
                                       sizeof(REAL));
     job.nblocks = FN(ceil_div)(job.ntiles, job.nb);
-    job.ldb = FN(leading_dim)(job.nb, job.nr);
-    job.a_pt = FN(wino_skewed)(job.npanels * job.mr * job.ca);
+    job.ldb = FN(leading_dim)(job.nb, job.gk.nr);
+    job.a_pt = FN(wino_skewed)(job.npanels * job.gk.mr * job.ca);
     job.v_pt = FN(wino_skewed)(job.ca * job.ldb);
     job.acc_pt = FN(wino_skewed)(job.cb * job.ldb);
     job.v_elems = nv * nv * job.v_pt;
-    job.m_elems = FN(round_up)(FN(round_up)(job.cb, job.mr) * job.ldb, 64 / (int64_t)sizeof(REAL));
+    job.m_elems = FN(round_up)(FN(round_up)(job.cb, job.gk.mr) * job.ldb, 64 / (int64_t)sizeof(REAL));
     /* and the tiles' offsets, bounds and runs (4 nb int64) and windows */
     job.scratch_elems = job.v_elems + job.m_elems + job.olen * job.olen * job.acc_pt +
                         FN(ceil_div)(job.nb * (int64_t)(4 * sizeof(int64_t) + sizeof(FN(wino_window))),
@@ -628,9 +641,7 @@ static ptc_status FN(wino_run)(int op, const ptc_problem *p, const REAL *in, con
 
 typedef struct {
     const ptc_problem *p;
-    const ptc_kernel_set *ks;
-    FN(kernel_fn) const *kerns;
-    int64_t mr, nr, vlen;
+    FN(wino_kernels) gk;
     int64_t cin_g, cout_g, npanels, ldv, kc;
     FN(wino_axis) ay, ax;
     int64_t ntiles, t0, nt, chunk_tiles; /* all tiles; the chunk being reduced */
@@ -656,10 +667,10 @@ static ptc_status FN(wino_filter_points_task)(void *vjob, int64_t t, int tid, pt
     const ptc_problem *p = job->p;
     int64_t nblk = job->point_tasks, per = FN(ceil_div)(job->nt, nblk);
     int64_t grp = t / nblk, j0 = (t % nblk) * per;
-    int64_t j1 = FN(min64)(j0 + per, job->nt), mr = job->mr, tc = job->chunk_tiles;
+    int64_t j1 = FN(min64)(j0 + per, job->nt), mr = job->gk.mr, tc = job->chunk_tiles;
     int64_t per_image = job->ay.count * job->ax.count;
     int64_t H = p->in_size[0], W = p->in_size[1], OH = p->out_size[0], OW = p->out_size[1];
-    int64_t cend = FN(round_up)(job->cin_g, job->nr);
+    int64_t cend = FN(round_up)(job->cin_g, job->gk.nr);
     REAL *vt = job->vt + grp * job->npoints * job->v_pt;
     REAL *qp = job->qpack + grp * WINO_DY_POINTS * job->q_pt;
     int64_t wlen = job->rule->wlen[0];
@@ -727,7 +738,7 @@ static ptc_status FN(wino_filter_gemm_task)(void *vjob, int64_t t, int tid, ptc_
     (void)par;
     FN(wino_filter_job) *job = (FN(wino_filter_job) *)vjob;
     int64_t rb = t % job->row_blocks, gp = t / job->row_blocks; /* gp: group x point */
-    int64_t mr = job->mr, tc = job->chunk_tiles;
+    int64_t mr = job->gk.mr, tc = job->chunk_tiles;
     int64_t p0 = rb * WINO_FILTER_PANELS, p1 = FN(min64)(p0 + WINO_FILTER_PANELS, job->npanels);
     int pt = (int)(gp % job->npoints), P = job->rule->points;
     const int8_t *qmap = job->rule->qmap;
@@ -739,9 +750,9 @@ static ptc_status FN(wino_filter_gemm_task)(void *vjob, int64_t t, int tid, ptc_
     for (int64_t k0 = 0; k0 < job->nt; k0 += job->kc) {
         int64_t kc = FN(min64)(job->kc, job->nt - k0);
         int flags = job->t0 > 0 || k0 > 0 ? PTC_TILE_ADD : 0;
-        for (int64_t j0 = 0; j0 < job->cin_g; j0 += job->nr) {
-            int64_t ncols = FN(min64)(job->nr, job->cin_g - j0);
-            FN(kernel_fn) kern = job->kerns[(ncols + job->vlen - 1) / job->vlen - 1];
+        for (int64_t j0 = 0; j0 < job->cin_g; j0 += job->gk.nr) {
+            int64_t ncols = FN(min64)(job->gk.nr, job->cin_g - j0);
+            FN(kernel_fn) kern = FN(wino_kernel_for)(&job->gk, ncols);
             for (int64_t pi = p0; pi < p1; pi++)
                 kern(kc, a + (pi * tc + k0) * mr, b + k0 * job->ldv + j0, job->ldv,
                      c + pi * mr * job->ldv + j0, job->ldv, flags,
@@ -801,16 +812,12 @@ static ptc_status FN(wino_filter)(const ptc_problem *p, const REAL *x, const REA
     FN(wino_filter_job) job;
     memset(&job, 0, sizeof(job));
     job.p = p;
-    job.ks = ptc_kernels();
-    job.kerns = KERNELS(job.ks);
-    job.mr = KERNEL_MR(job.ks);
-    job.vlen = KERNEL_VLEN(job.ks);
-    job.nr = KERNEL_NV(job.ks) * job.vlen;
+    job.gk = FN(wino_kernels_of_cpu)();
     job.cin_g = p->in_channels / p->groups;
     job.cout_g = p->out_channels / p->groups;
-    job.npanels = FN(ceil_div)(job.cout_g, job.mr);
-    job.ldv = FN(leading_dim)(job.cin_g, job.nr);
-    job.kc = KC_BYTES / (job.nr * (int64_t)sizeof(REAL));
+    job.npanels = FN(ceil_div)(job.cout_g, job.gk.mr);
+    job.ldv = FN(leading_dim)(job.cin_g, job.gk.nr);
+    job.kc = KC_BYTES / (job.gk.nr * (int64_t)sizeof(REAL));
     job.ay = FN(wino_axis_of)(0, p, 0);
     job.ax = FN(wino_axis_of)(0, p, 1);
     job.ntiles = p->batch * job.ay.count * job.ax.count;
@@ -822,13 +829,13 @@ static ptc_status FN(wino_filter)(const ptc_problem *p, const REAL *x, const REA
     job.dw = dw;
     job.row_blocks = FN(ceil_div)(job.npanels, WINO_FILTER_PANELS);
     double per_tile = (double)p->groups *
-                      (double)(job.npoints * job.ldv + WINO_DY_POINTS * job.npanels * job.mr) *
+                      (double)(job.npoints * job.ldv + WINO_DY_POINTS * job.npanels * job.gk.mr) *
                       sizeof(REAL);
     int64_t tc = (int64_t)(WINO_CHUNK_BYTES / per_tile);
     if (tc < WINO_POINT_TILES) tc = WINO_POINT_TILES;
     job.chunk_tiles = tc = FN(min64)(tc, job.ntiles);
     job.v_pt = FN(wino_skewed)(tc * job.ldv);
-    job.q_pt = FN(wino_skewed)(job.npanels * tc * job.mr);
+    job.q_pt = FN(wino_skewed)(job.npanels * tc * job.gk.mr);
     job.u_pt = FN(wino_skewed)(job.cout_g * job.ldv);
 
     double flops = 2.0 * job.npoints * (double)job.ntiles * (double)job.cin_g *
