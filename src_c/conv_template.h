@@ -2235,6 +2235,7 @@ static int FN(pad_first)(const ptc_problem *p)
 }
 
 #include "winograd_template.h"
+#include "polyphase_template.h"
 
 static ptc_status FN(backward_data_dispatch)(const ptc_problem *p, const REAL *dy, const REAL *w,
                                              REAL *dx, const ptc_options *opt);
@@ -2276,6 +2277,10 @@ static ptc_status FN(forward_dispatch)(const ptc_problem *p, const REAL *x, cons
         ptc_status st = FN(wino_run)(0, p, x, w, bias, y, opt, &fallback);
         if (st != PTC_OK || !fallback) return st;
     }
+    if (FN(poly_ok)(p)) {
+        ptc_status st = FN(poly_run)(0, p, x, w, bias, y, opt, &fallback);
+        if (st != PTC_OK || !fallback) return st;
+    }
     if (FN(direct_ok)(p)) return FN(direct)(0, p, x, w, bias, y, opt);
     if (FN(shifted_ok)(p)) return FN(forward_implicit)(p, x, w, bias, y, opt);
     if (FN(pad_first)(p)) return FN(on_padded)(0, p, x, w, bias, y, opt);
@@ -2288,6 +2293,10 @@ static ptc_status FN(backward_data_dispatch)(const ptc_problem *p, const REAL *d
     int fallback;
     if (FN(wino_ok)(p, 1)) {
         ptc_status st = FN(wino_run)(1, p, dy, w, NULL, dx, opt, &fallback);
+        if (st != PTC_OK || !fallback) return st;
+    }
+    if (FN(poly_ok)(p)) {
+        ptc_status st = FN(poly_run)(1, p, dy, w, NULL, dx, opt, &fallback);
         if (st != PTC_OK || !fallback) return st;
     }
     /* The flipped problem of a depthwise one is depthwise again: both gather. */
@@ -2304,6 +2313,10 @@ static ptc_status FN(backward_filter_dispatch)(const ptc_problem *p, const REAL 
     int fallback;
     if (FN(wino_ok)(p, 2)) {
         ptc_status st = FN(wino_filter)(p, x, dy, dw, opt, &fallback);
+        if (st != PTC_OK || !fallback) return st;
+    }
+    if (FN(poly_ok)(p)) {
+        ptc_status st = FN(poly_filter)(p, x, dy, dw, opt, &fallback);
         if (st != PTC_OK || !fallback) return st;
     }
     /* The shifted path also multiplies x by the zeros of dY between rows: only

@@ -78,6 +78,13 @@ CONV_PATHS = {
     "long kernel 1d groups": ((1, 4, 300), (6, 2, 50), dict(stride=13, groups=2)),
     "long kernel 1d many channels": ((3, 2, 200), (70, 2, 100), dict(stride=30, padding=((0, 40),))),
     "long kernel windows in the padding": ((2, 3, 5), (2, 3, 50), dict(stride=100, padding=((70, 0),))),
+    # 1-d kernels of 2 or 4 strides with 128 rows of the polyphase view and
+    # output channels or more: minimal filtering over the rows (tiles of J
+    # outputs cut by the end, padding, groups, images in one block of tiles)
+    "polyphase 4 strides padded": ((3, 2, 2000), (130, 2, 256), dict(stride=64, padding=37)),
+    "polyphase 2 strides groups": ((2, 4, 1300), (256, 2, 128), dict(stride=64, padding=((5, 40),), groups=2)),
+    "polyphase stride 1 kernel 4": ((3, 128, 50), (128, 128, 4), dict(padding=2)),
+    "polyphase one channel": ((2, 1, 5000), (140, 1, 512), dict(stride=128, padding=300)),
     # minimal filtering (3x3 or 4x4, stride 2, 64 channels or more on both
     # sides, 256 tiles of 2x2 outputs or more; the weight gradient from 96
     # channels): even and odd output sizes (tiles cut by the edge), windows
@@ -132,6 +139,10 @@ TRANSPOSED_PATHS = {
     # generator's layers), by minimal filtering
     "minimal filtering 3x3 s2": ((4, 96, 22, 17), (96, 80, 3, 3), dict(stride=2, padding=1, output_padding=1)),
     "minimal filtering 4x4 s2": ((4, 96, 22, 17), (96, 80, 4, 4), dict(stride=2, padding=1)),
+    # the input gradient of 1-d convolutions whose kernel spans 2 or 4
+    # strides, by minimal filtering (dx rows cut by padding and output padding)
+    "polyphase 4 strides": ((3, 130, 21), (130, 1, 512), dict(stride=128, padding=50, output_padding=7)),
+    "polyphase 2 strides": ((3, 128, 17), (128, 2, 128), dict(stride=64)),
 }
 
 
@@ -488,3 +499,34 @@ def test_gemm_weight_gradient_over_spans_of_positions(restore_threads):
     dw = _on_threads(lambda: pytconv.conv_weight_grad(x, w_shape, g, **kw))
     ref = reference.backward_filter(problem, x, g)
     assert_close(dw, ref, reference.backward_filter(problem, abs(x), abs(g)), np.float64, "batches")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("operand", ["x", "w", "dy"])
+@pytest.mark.parametrize("value", [np.inf, np.nan])
+def test_polyphase_filtering_leaves_inf_and_nan_to_the_direct_sums(dtype, operand, value):
+    """The 1-d minimal filtering over polyphase rows takes differences too: one
+    Inf or NaN in the input, a weight or the output gradient sends each pass
+    to the direct sums, whose non-finite entries are the reference's."""
+    rng = np.random.default_rng(17)
+    kw = dict(stride=64, padding=10)
+    x = rng.standard_normal((2, 2, 1500)).astype(dtype)
+    w = rng.standard_normal((130, 2, 256)).astype(dtype)
+    g = rng.standard_normal(pytconv.conv_output_shape(x.shape, w.shape, **kw)).astype(dtype)
+    {"x": x, "w": w, "dy": g}[operand][(1, 1, 700) if operand == "x" else (3, 1, 100) if operand == "w" else (1, 7, 11)] = value
+    problem = conv_problem("test", x.shape, w.shape, **kw)
+    x64, w64, g64 = x.astype(np.float64), w.astype(np.float64), g.astype(np.float64)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    results = []
+    with np.errstate(invalid="ignore"):  # the reference's own NaN arithmetic
+        if operand != "dy":
+            results.append((pytconv.conv(x, w, **kw), reference.forward(problem, x64, w64)))
+        if operand != "x":
+            results.append((pytconv.conv_input_grad(x.shape, w, g, **kw),
+                            reference.backward_data(problem, g64, w64)))
+        if operand != "w":
+            results.append((pytconv.conv_weight_grad(x, w.shape, g, **kw),
+                            reference.backward_filter(problem, x64, g64)))
+    for out, ref in results:
+        assert not np.isfinite(ref).all()
+        _assert_same_non_finite(out, ref, tol * np.abs(ref[np.isfinite(ref)]).max())

@@ -469,6 +469,27 @@ static void minimal_filtering_problem(ptc_problem *p, int64_t k)
     }
 }
 
+/* A 1-d problem whose kernel spans J = 2 or 4 strides, 128 or more rows of
+ * the polyphase view and output channels, and 16 tiles or more, which all
+ * three passes run by minimal filtering (polyphase_template.h: poly_ok). */
+static void polyphase_problem(ptc_problem *p, int64_t J)
+{
+    memset(p, 0, sizeof *p);
+    p->ndim = 1;
+    p->batch = 2;
+    p->groups = rnd(1, 2);
+    p->in_channels = p->groups * rnd(1, 2);
+    p->out_channels = p->groups * rnd(128, 136);
+    p->padding_mode = (ptc_padding_mode)rnd(0, 3);
+    p->stride[0] = 128;
+    p->kernel[0] = J * 128;
+    p->dilation[0] = 1;
+    p->in_size[0] = rnd(2600, 3000);
+    p->pad_low[0] = rnd(0, 130);
+    p->pad_high[0] = rnd(0, 130);
+    p->out_size[0] = ptc_max_out_size(p, 0);
+}
+
 /* ---- one problem through every primitive ----------------------------------- */
 
 typedef struct {
@@ -927,7 +948,7 @@ int main(int argc, char **argv)
     double t1 = now();
 
     /* Problems large enough that the core really runs two threads (a few
-     * MFLOP each, two of many channels, two by minimal filtering), compared
+     * MFLOP each, two of many channels, four by minimal filtering), compared
      * bitwise between 1 and 2 threads. */
     for (int c = 0; c < 12; c++) {
         ptc_problem p;
@@ -943,6 +964,11 @@ int main(int argc, char **argv)
         ptc_problem p;
         minimal_filtering_problem(&p, 3 + c);
         check_problem(&p, c % 2 ? PTC_FLOAT64 : PTC_FLOAT32, 1);
+    }
+    for (int c = 0; c < 2; c++) {
+        ptc_problem p;
+        polyphase_problem(&p, 2 + 2 * c);
+        check_problem(&p, c % 2 ? PTC_FLOAT32 : PTC_FLOAT64, 1);
     }
     double t2 = now();
 
