@@ -274,6 +274,27 @@ def test_weight_gradient_finds_one_non_finite_x_anywhere(dtype, where, value):
     _assert_same_non_finite(dw, ref, 1e-12 if dtype == np.float64 else 1e-5)
 
 
+def _assert_passes_match_non_finite(x, w, g, kw, operand):
+    """The passes that read the non-finite operand (x, w or dy) against the
+    reference: the same Inf and NaN entries, the finite ones within tolerance."""
+    problem = conv_problem("test", x.shape, w.shape, **kw)
+    x64, w64, g64 = x.astype(np.float64), w.astype(np.float64), g.astype(np.float64)
+    tol = 1e-12 if x.dtype == np.float64 else 1e-4
+    results = []
+    with np.errstate(invalid="ignore"):  # the reference's own NaN arithmetic
+        if operand != "dy":
+            results.append((pytconv.conv(x, w, **kw), reference.forward(problem, x64, w64)))
+        if operand != "x":
+            results.append((pytconv.conv_input_grad(x.shape, w, g, **kw),
+                            reference.backward_data(problem, g64, w64)))
+        if operand != "w":
+            results.append((pytconv.conv_weight_grad(x, w.shape, g, **kw),
+                            reference.backward_filter(problem, x64, g64)))
+    for out, ref in results:
+        assert not np.isfinite(ref).all()
+        _assert_same_non_finite(out, ref, tol * np.abs(ref[np.isfinite(ref)]).max())
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("operand", ["x", "w", "dy"])
 @pytest.mark.parametrize("value", [np.inf, np.nan])
@@ -290,24 +311,7 @@ def test_minimal_filtering_leaves_inf_and_nan_to_the_direct_sums(dtype, operand,
     w = rng.standard_normal((96, 96, k, k)).astype(dtype)
     g = rng.standard_normal(pytconv.conv_output_shape(x.shape, w.shape, **kw)).astype(dtype)
     {"x": x, "w": w, "dy": g}[operand][(1, 5, 0, 1) if operand != "w" else (7, 3, 0, 2)] = value
-    problem = conv_problem("test", x.shape, w.shape, **kw)
-    x64, w64, g64 = x.astype(np.float64), w.astype(np.float64), g.astype(np.float64)
-    tol = 1e-12 if dtype == np.float64 else 1e-4
-    results = []
-    np_errors = np.errstate(invalid="ignore")  # the reference's own NaN arithmetic
-    np_errors.__enter__()
-    if operand != "dy":
-        results.append((pytconv.conv(x, w, **kw), reference.forward(problem, x64, w64)))
-    if operand != "x":
-        results.append((pytconv.conv_input_grad(x.shape, w, g, **kw),
-                        reference.backward_data(problem, g64, w64)))
-    if operand != "w":
-        results.append((pytconv.conv_weight_grad(x, w.shape, g, **kw),
-                        reference.backward_filter(problem, x64, g64)))
-    np_errors.__exit__(None, None, None)
-    for out, ref in results:
-        assert not np.isfinite(ref).all()
-        _assert_same_non_finite(out, ref, tol * np.abs(ref[np.isfinite(ref)]).max())
+    _assert_passes_match_non_finite(x, w, g, kw, operand)
 
 
 def _aligned(a, offset):
@@ -514,19 +518,4 @@ def test_polyphase_filtering_leaves_inf_and_nan_to_the_direct_sums(dtype, operan
     w = rng.standard_normal((130, 2, 256)).astype(dtype)
     g = rng.standard_normal(pytconv.conv_output_shape(x.shape, w.shape, **kw)).astype(dtype)
     {"x": x, "w": w, "dy": g}[operand][(1, 1, 700) if operand == "x" else (3, 1, 100) if operand == "w" else (1, 7, 11)] = value
-    problem = conv_problem("test", x.shape, w.shape, **kw)
-    x64, w64, g64 = x.astype(np.float64), w.astype(np.float64), g.astype(np.float64)
-    tol = 1e-12 if dtype == np.float64 else 1e-4
-    results = []
-    with np.errstate(invalid="ignore"):  # the reference's own NaN arithmetic
-        if operand != "dy":
-            results.append((pytconv.conv(x, w, **kw), reference.forward(problem, x64, w64)))
-        if operand != "x":
-            results.append((pytconv.conv_input_grad(x.shape, w, g, **kw),
-                            reference.backward_data(problem, g64, w64)))
-        if operand != "w":
-            results.append((pytconv.conv_weight_grad(x, w.shape, g, **kw),
-                            reference.backward_filter(problem, x64, g64)))
-    for out, ref in results:
-        assert not np.isfinite(ref).all()
-        _assert_same_non_finite(out, ref, tol * np.abs(ref[np.isfinite(ref)]).max())
+    _assert_passes_match_non_finite(x, w, g, kw, operand)
