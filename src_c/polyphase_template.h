@@ -285,13 +285,14 @@ static ptc_status FN(poly_weight_task)(void *vjob, int64_t t, int tid, ptc_paral
     return PTC_OK;
 }
 
-/* C (rows x cols) = A B: A panels of mr rows [panel][depth][mr], B rows ldb
- * apart (every row readable to a whole strip of nr), C rows ldc apart, added
- * to when `add`. Strips of B outer, so that one stays in L2 while the panels
- * pass over it. */
+/* C (rows x cols) = A B: A panels of mr rows [panel][depth][mr], each lda
+ * elements after the last (depth * mr, or more where the panels were sized
+ * for a longer depth), B rows ldb apart (every row readable to a whole strip
+ * of nr), C rows ldc apart, added to when `add`. Strips of B outer, so that
+ * one stays in L2 while the panels pass over it. */
 static void FN(poly_gemm)(const FN(wino_kernels) *gk, int64_t kc_max, int64_t rows, int64_t cols,
-                          int64_t depth, const REAL *a, const REAL *b, int64_t ldb, REAL *c,
-                          int64_t ldc, int add)
+                          int64_t depth, const REAL *a, int64_t lda, const REAL *b, int64_t ldb,
+                          REAL *c, int64_t ldc, int add)
 {
     int64_t mr = gk->mr, nr = gk->nr;
     for (int64_t k0 = 0; k0 < depth; k0 += kc_max) {
@@ -301,7 +302,7 @@ static void FN(poly_gemm)(const FN(wino_kernels) *gk, int64_t kc_max, int64_t ro
             int64_t ncols = FN(min64)(nr, cols - j0);
             FN(kernel_fn) kern = FN(wino_kernel_for)(gk, ncols);
             for (int64_t i0 = 0; i0 < rows; i0 += mr)
-                kern(kc, a + (i0 / mr) * depth * mr + k0 * mr, b + k0 * ldb + j0, ldb,
+                kern(kc, a + (i0 / mr) * lda + k0 * mr, b + k0 * ldb + j0, ldb,
                      c + i0 * ldc + j0, ldc, flags, FN(min64)(mr, rows - i0), ncols);
         }
     }
@@ -401,7 +402,8 @@ static ptc_status FN(poly_task)(void *vjob, int64_t t, int tid, ptc_parallel *pa
          * the others; a point of one output is added there by the kernels;
          * others pass through m */
         REAL *c = pt == 0 || single ? acc + first * job->acc_elems : m;
-        FN(poly_gemm)(&job->gk, job->kc, rows, cols, depth, a, b, ld, c, ld, pt > 0 && single);
+        FN(poly_gemm)(&job->gk, job->kc, rows, cols, depth, a, depth * job->gk.mr, b, ld, c, ld,
+                      pt > 0 && single);
         if (pt == 0) {
             for (int o = 1; o < J; o++)
                 memcpy(acc + o * job->acc_elems, acc, (size_t)(rows * ld) * sizeof(REAL));
@@ -679,18 +681,8 @@ static ptc_status FN(poly_filter_gemm_task)(void *vjob, int64_t t, int tid, ptc_
     const REAL *a = fj->qp + gp * fj->q_pt + p0 * fj->tc * mr;
     const REAL *b = fj->vt + gp * job->v_pt;
     REAL *c = fj->du + gp * fj->u_pt + p0 * mr * fj->ldv;
-    int64_t kc_max = job->kc;
-    for (int64_t k0 = 0; k0 < fj->nt; k0 += kc_max) {
-        int64_t kc = FN(min64)(kc_max, fj->nt - k0);
-        int flags = fj->t0 > 0 || k0 > 0 ? PTC_TILE_ADD : 0;
-        for (int64_t j0 = 0; j0 < job->kl; j0 += job->gk.nr) {
-            int64_t ncols = FN(min64)(job->gk.nr, job->kl - j0);
-            FN(kernel_fn) kern = FN(wino_kernel_for)(&job->gk, ncols);
-            for (int64_t i0 = 0; i0 < rows; i0 += mr)
-                kern(kc, a + (i0 / mr) * fj->tc * mr + k0 * mr, b + k0 * fj->ldv + j0, fj->ldv,
-                     c + i0 * fj->ldv + j0, fj->ldv, flags, FN(min64)(mr, rows - i0), ncols);
-        }
-    }
+    FN(poly_gemm)(&job->gk, job->kc, rows, job->kl, fj->nt, a, fj->tc * mr, b, fj->ldv, c,
+                  fj->ldv, fj->t0 > 0);
     return PTC_OK;
 }
 
