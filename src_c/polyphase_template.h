@@ -47,7 +47,7 @@
 #define POLY_MAX_TAPS 4
 /* Per-thread scratch the forward and input gradient's tile blocks are sized
  * for (points, a product and the J output accumulators). */
-#define POLY_BLOCK_BYTES (8.0 * 1024 * 1024)
+#define POLY_BLOCK_BYTES (12.0 * 1024 * 1024)
 /* Tiles of the weight gradient's points held at once, by bytes. */
 #define POLY_CHUNK_BYTES (32.0 * 1024 * 1024)
 #define POLY_FILTER_PANELS 8 /* weight-gradient rows per GEMM task, in panels */
@@ -160,12 +160,15 @@ typedef struct {
     FN(wino_kernels) gk;
     int64_t s, cin_g, cout_g;
     int64_t kl;         /* cin_g * s: a row of the polyphase view */
+    int64_t rows, depth; /* forward, input gradient: the point GEMMs' rows and depth
+                          * (cout_g and kl, or kl and cout_g) */
     int64_t tiles_img;  /* tiles per image (J outputs, or J rows of dx, each) */
     int64_t ntiles;
     int64_t q0, qend;   /* input gradient: the dx rows the tiles give, [q0, qend) */
-    int64_t plane, planes; /* elements per plane of the padded copy; planes */
-    int64_t phase_len;  /* forward, input gradient: tiles_img + 1, a phase's length */
-    const REAL *source; /* what padded copies: x (forward, weight gradient) or dy */
+    int64_t plane, planes; /* elements per plane of the padded copy; planes (none: 0) */
+    int64_t phase_len;  /* forward: tiles_img + 1, a phase's length */
+    int64_t lead;       /* input gradient: dy's zeros in front, as poly_phases's `at` */
+    const REAL *source; /* x (what padded copies), or dy (input gradient) */
     const REAL *w, *bias;
     REAL *padded;
     REAL *extra;        /* the caller's part of the padded copy's workspace */
@@ -179,22 +182,55 @@ typedef struct {
     atomic_int nonfinite;
 } FN(poly_job);
 
-/* The zero-padded copy of one plane, laid out so that a window element's
- * values for consecutive tiles lie side by side:
- *   forward          x's polyphase rows transposed and split by row mod J:
+/* Elements J * u + c - at of a row of `len` (zero outside it) for u in
+ * [u0, u0 + n), split by c = position mod J: dst[c * ds + u - u0]. The
+ * input gradient's windows over dy, a row segment at a time: read in
+ * order, written to J short rows. */
+static inline void FN(poly_phases)(int64_t J, const REAL *src, int64_t len, int64_t at,
+                                   int64_t u0, int64_t n, REAL *dst, int64_t ds)
+{
+    /* u in [ulo, uhi) lies wholly inside the row */
+    int64_t u1 = u0 + n;
+    int64_t ulo = FN(min64)(u1, at > 0 ? FN(ceil_div)(at, J) : 0);
+    int64_t uhi = FN(min64)(u1, len + at > 0 ? (len + at) / J : 0);
+    if (ulo < u0) ulo = u0;
+    if (uhi < ulo) uhi = ulo;
+    for (int64_t u = u0; u < u1; u++) {
+        if (u == ulo && ulo < uhi) {
+            const REAL *from = src + J * u - at;
+            REAL *to = dst + u - u0;
+            int64_t m = uhi - ulo;
+            if (J == 2)
+                for (int64_t i = 0; i < m; i++) to[i] = from[2 * i], to[ds + i] = from[2 * i + 1];
+            else
+                for (int64_t i = 0; i < m; i++)
+                    to[i] = from[4 * i], to[ds + i] = from[4 * i + 1],
+                    to[2 * ds + i] = from[4 * i + 2], to[3 * ds + i] = from[4 * i + 3];
+            u = uhi;
+            if (u == u1) break;
+        }
+        for (int64_t c = 0; c < J; c++) {
+            int64_t i = J * u + c - at;
+            dst[c * ds + u - u0] = i >= 0 && i < len ? src[i] : 0;
+        }
+    }
+}
+
+/* The zero-padded copy of one plane of x, laid out so that a window
+ * element's values for consecutive tiles lie side by side:
+ *   forward          the polyphase rows transposed and split by row mod J:
  *                    [r][q % J][q / J] = x[q * s + r - pad_low]
- *   input gradient   dy split by position mod J: [i % J][i / J] = dy[i + q0 - (J - 1)]
- *   weight gradient  x's polyphase rows as they are: [q][r] = x[q * s + r - pad_low]
- * (the forward's points are rows over tiles, the input gradient's panels of
- * tiles, the weight gradient's rows over a row's elements). */
+ *   weight gradient  the polyphase rows as they are: [q][r] = x[q * s + r - pad_low]
+ * (the forward's points are rows over tiles, the weight gradient's rows
+ * over a row's elements). The input gradient reads dy as it is, by
+ * poly_phases. */
 static ptc_status FN(poly_pad_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
 {
     (void)tid;
     (void)par;
     FN(poly_job) *job = (FN(poly_job) *)vjob;
     const ptc_problem *p = job->p;
-    int64_t len = job->op == 1 ? p->out_size[0] : p->in_size[0];
-    int64_t at = job->op == 1 ? job->J - 1 - job->q0 : p->pad_low[0];
+    int64_t len = p->in_size[0], at = p->pad_low[0];
     int64_t J = job->J, s = job->s, U = job->phase_len;
     const REAL *src = job->source + t * len;
     REAL *dst = job->padded + t * job->plane;
@@ -208,16 +244,6 @@ static ptc_status FN(poly_pad_task)(void *vjob, int64_t t, int tid, ptc_parallel
         memset(dst, 0, (size_t)(at + lo) * sizeof(REAL));
         memcpy(dst + at + lo, src + lo, (size_t)(hi - lo) * sizeof(REAL));
         memset(dst + at + hi, 0, (size_t)(job->plane - at - hi) * sizeof(REAL));
-        return PTC_OK;
-    }
-    if (job->op == 1) {
-        for (int64_t c = 0; c < J; c++) {
-            REAL *row = dst + c * U;
-            for (int64_t u = 0; u < U; u++) {
-                int64_t i = J * u + c - at;
-                row[u] = i >= 0 && i < len ? src[i] : 0;
-            }
-        }
         return PTC_OK;
     }
     /* blocks of 8 rows by 8 row elements, read along rows, written along
@@ -235,52 +261,40 @@ static ptc_status FN(poly_pad_task)(void *vjob, int64_t t, int tid, ptc_parallel
     return PTC_OK;
 }
 
-/* The weights' points for one panel of mr output channels (forward: A
- * panels, [grp][pt][panel][kl][mr], rows past cout_g zero; input gradient: B
- * rows over dx's row, [grp][pt][co][ld], taps reversed, columns past kl
- * zero, as a last strip of the kernels reads them). */
+/* The weights' points for one panel of mr rows of the point GEMMs, as A
+ * panels [grp][pt][panel][depth][mr] (rows past the last zero): forward,
+ * rows the output channels, depth a row of the polyphase view; input
+ * gradient, rows a row of dx and depth the output channels, the taps
+ * reversed. Each panel written in address order. */
 static ptc_status FN(poly_weight_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
 {
     (void)tid;
     (void)par;
     FN(poly_job) *job = (FN(poly_job) *)vjob;
-    int64_t mr = job->gk.mr, npanels = FN(ceil_div)(job->cout_g, mr);
-    int64_t grp = t / npanels, pi = t % npanels, s = job->s, k = job->J * s, kl = job->kl;
-    int64_t rows = FN(min64)(mr, job->cout_g - pi * mr), wp = job->w_pt;
-    const REAL *wc = job->w + (grp * job->cout_g + pi * mr) * job->cin_g * k;
-    REAL *base = job->wpack + grp * job->npoints * wp;
-    int J = job->J, np = job->npoints;
-    if (job->op == 0) {
-        /* channel by channel within a row element, so that the points'
-         * panels are written in address order */
-        REAL *panel = base + pi * kl * mr;
-        for (int64_t ci = 0; ci < job->cin_g; ci++)
-            for (int64_t r = 0; r < s; r++) {
-                REAL *dst = panel + (ci * s + r) * mr;
-                int64_t i = 0;
-                for (; i < rows; i++) {
-                    const REAL *taps = wc + (i * job->cin_g + ci) * k + r;
-                    if (J == 2) FN(poly_spread)(2, taps, s, dst + i, wp);
-                    else FN(poly_spread)(4, taps, s, dst + i, wp);
-                }
-                for (; i < mr; i++)
-                    for (int pt = 0; pt < np; pt++) dst[pt * wp + i] = 0;
-            }
-        return PTC_OK;
-    }
-    int64_t strip_end = FN(round_up)(kl, job->gk.nr);
+    int64_t mr = job->gk.mr, npanels = FN(ceil_div)(job->rows, mr);
+    int64_t grp = t / npanels, pi = t % npanels, s = job->s, k = job->J * s;
+    int64_t rows = FN(min64)(mr, job->rows - pi * mr), wp = job->w_pt, cin_g = job->cin_g;
+    const REAL *wg = job->w + grp * job->cout_g * cin_g * k;
+    REAL *panel = job->wpack + grp * job->npoints * wp + pi * job->depth * mr;
+    /* the taps of row i at depth kd start at wg + row_at[i] + depth_at(kd):
+     * forward, row co and depth (ci, r); input gradient, row (ci, r) and
+     * depth co (the last tap first) */
+    int64_t row_at[PTC_MAX_MR], co_step = cin_g * k;
     for (int64_t i = 0; i < rows; i++) {
-        REAL *row = base + (pi * mr + i) * job->ld;
-        for (int64_t ci = 0; ci < job->cin_g; ci++) {
-            const REAL *last = wc + (i * job->cin_g + ci) * k + (J - 1) * s;
-            REAL *dst = row + ci * s;
-            if (J == 2)
-                for (int64_t r = 0; r < s; r++) FN(poly_spread)(2, last + r, -s, dst + r, wp);
-            else
-                for (int64_t r = 0; r < s; r++) FN(poly_spread)(4, last + r, -s, dst + r, wp);
-        }
-        for (int pt = 0; pt < np; pt++)
-            for (int64_t c = kl; c < strip_end; c++) row[pt * wp + c] = 0;
+        int64_t row = pi * mr + i;
+        row_at[i] = job->op == 0 ? row * co_step : (row / s) * k + row % s + (k - s);
+    }
+    int64_t ts = job->op == 0 ? s : -s;
+    for (int64_t kd = 0; kd < job->depth; kd++) {
+        REAL *dst = panel + kd * mr;
+        const REAL *taps = wg + (job->op == 0 ? (kd / s) * k + kd % s : kd * co_step);
+        int64_t i = 0;
+        if (job->J == 2)
+            for (; i < rows; i++) FN(poly_spread)(2, taps + row_at[i], ts, dst + i, wp);
+        else
+            for (; i < rows; i++) FN(poly_spread)(4, taps + row_at[i], ts, dst + i, wp);
+        for (; i < mr; i++)
+            for (int pt = 0; pt < job->npoints; pt++) dst[pt * wp + i] = 0;
     }
     return PTC_OK;
 }
@@ -308,64 +322,40 @@ static void FN(poly_gemm)(const FN(wino_kernels) *gk, int64_t kc_max, int64_t ro
     }
 }
 
-/* The forward's points of block tiles [t0, t0 + nt), one group, as B rows:
- * v[pt * v_pt + kd * ld + j]; columns nt .. up to a whole strip are zeros.
+/* The points of block tiles [t0, t0 + nt), one group, as B rows over the
+ * tiles: v[pt * v_pt + kd * ld + j], kd along the GEMMs' depth (forward: kd
+ * = ci * s + r, padded plane ci's column r; input gradient: dy's channel kd,
+ * split into `phases` first); columns nt .. up to a whole strip are zeros.
  * Each image's run of tiles at once, a window element's values side by
- * side in the padded copy. */
-static inline void FN(poly_forward_points)(int J, const FN(poly_job) *job, int64_t grp,
-                                           int64_t t0, int64_t nt, REAL *v)
+ * side. */
+static inline void FN(poly_points)(int J, const FN(poly_job) *job, int64_t grp, int64_t t0,
+                                   int64_t nt, REAL *v, REAL *phases)
 {
-    int64_t s = job->s, ld = job->ld, vp = job->v_pt, U = job->phase_len;
-    int64_t jend = FN(round_up)(nt, job->gk.nr);
     const ptc_problem *p = job->p;
+    int64_t s = job->s, ld = job->ld, vp = job->v_pt, U = job->phase_len, P = p->out_size[0];
+    int64_t jend = FN(round_up)(nt, job->gk.nr), ps = job->nb + 1;
     for (int64_t j0 = 0; j0 < nt;) {
         int64_t n = (t0 + j0) / job->tiles_img, tt = (t0 + j0) % job->tiles_img;
         int64_t run = FN(min64)(nt - j0, job->tiles_img - tt);
         const REAL *plane = job->padded + (n * p->in_channels + grp * job->cin_g) * job->plane;
-        for (int64_t kd = 0; kd < job->kl; kd++) {
-            /* kd = ci * s + r: plane ci, column r */
-            const REAL *col = plane + (kd / s) * job->plane + (kd % s) * J * U + tt;
+        const REAL *dyg = job->source + (n * p->out_channels + grp * job->cout_g) * P;
+        for (int64_t kd = 0; kd < job->depth; kd++) {
+            /* the window's J phase rows, `cs` apart, from its first tile */
+            const REAL *col = phases;
+            int64_t cs = ps;
+            if (job->op == 0)
+                col = plane + (kd / s) * job->plane + (kd % s) * J * U + tt, cs = U;
+            else
+                FN(poly_phases)(J, dyg + kd * P, P, job->lead, tt, run + 1, phases, ps);
             const REAL *d[2 * POLY_MAX_TAPS - 1] = {0};
-            for (int e = 0; e < 2 * J - 1; e++) d[e] = col + (e % J) * U + e / J;
+            for (int e = 0; e < 2 * J - 1; e++) d[e] = col + (e % J) * cs + e / J;
             FN(poly_window)(J, d, v + kd * ld + j0, vp, run);
         }
         j0 += run;
     }
-    for (int64_t kd = 0; kd < job->kl; kd++)
+    for (int64_t kd = 0; kd < job->depth; kd++)
         for (int pt = 0; pt < job->npoints; pt++)
             for (int64_t j = nt; j < jend; j++) v[pt * vp + kd * ld + j] = 0;
-}
-
-/* The input gradient's points of block tiles [t0, t0 + nt), one group, as A
- * panels of mr tiles over dy's channels: v[pt * v_pt + (j / mr) * cout_g * mr
- * + co * mr + j % mr]; a last panel's tiles past nt are zeros. A channel at
- * a time, panel after panel, so that its phases are read in address order
- * (panel by panel over all channels, every read missed L1). */
-static inline void FN(poly_data_points)(int J, const FN(poly_job) *job, int64_t grp, int64_t t0,
-                                        int64_t nt, REAL *v)
-{
-    const ptc_problem *p = job->p;
-    int64_t mr = job->gk.mr, K = job->cout_g, vp = job->v_pt, U = job->phase_len;
-    for (int64_t co = 0; co < K; co++)
-        for (int64_t j0 = 0; j0 < nt; j0 += mr) {
-            int64_t rows = FN(min64)(mr, nt - j0);
-            REAL *dst = v + j0 * K + co * mr;
-            for (int64_t i0 = 0; i0 < rows;) { /* the panel's tiles by image */
-                int64_t n = (t0 + j0 + i0) / job->tiles_img, tt = (t0 + j0 + i0) % job->tiles_img;
-                int64_t run = FN(min64)(rows - i0, job->tiles_img - tt);
-                const REAL *plane =
-                    job->padded + (n * p->out_channels + grp * K + co) * job->plane + tt;
-                const REAL *d[2 * POLY_MAX_TAPS - 1] = {0};
-                for (int e = 0; e < 2 * J - 1; e++) d[e] = plane + (e % J) * U + e / J;
-                if (run == 8) /* a whole panel of the AVX-512 kernels: unrolled */
-                    FN(poly_window)(J, d, dst + i0, vp, 8);
-                else
-                    FN(poly_window)(J, d, dst + i0, vp, run);
-                i0 += run;
-            }
-            for (int64_t i = rows; i < mr; i++)
-                for (int pt = 0; pt < job->npoints; pt++) dst[pt * vp + i] = 0;
-        }
 }
 
 /* A block of tiles of one group: points, one GEMM per point into the J
@@ -380,21 +370,14 @@ static ptc_status FN(poly_task)(void *vjob, int64_t t, int tid, ptc_parallel *pa
     int J = job->J;
     REAL *v = job->scratch + tid * job->scratch_elems;
     REAL *acc = v + job->npoints * job->v_pt, *m = acc + J * job->acc_elems;
+    REAL *phases = m + job->acc_elems; /* input gradient: J rows of nb + 1 */
     const REAL *wg = job->wpack + grp * job->npoints * job->w_pt;
-    /* forward: C[co][tile] = U V^T; input gradient: C[tile][dx row] = V U */
-    int64_t rows = job->op == 0 ? job->cout_g : nt;
-    int64_t cols = job->op == 0 ? nt : job->kl;
-    int64_t depth = job->op == 0 ? job->kl : job->cout_g;
-    if (job->op == 0) {
-        if (J == 2) FN(poly_forward_points)(2, job, grp, t0, nt, v);
-        else FN(poly_forward_points)(4, job, grp, t0, nt, v);
-    } else {
-        if (J == 2) FN(poly_data_points)(2, job, grp, t0, nt, v);
-        else FN(poly_data_points)(4, job, grp, t0, nt, v);
-    }
+    /* C[row][tile] = U V^T: forward, rows the output channels; input
+     * gradient, a row of dx */
+    int64_t rows = job->rows, cols = nt, depth = job->depth;
+    if (J == 2) FN(poly_points)(2, job, grp, t0, nt, v, phases);
+    else FN(poly_points)(4, job, grp, t0, nt, v, phases);
     for (int pt = 0; pt < job->npoints; pt++) {
-        const REAL *a = job->op == 0 ? wg + pt * job->w_pt : v + pt * job->v_pt;
-        const REAL *b = job->op == 0 ? v + pt * job->v_pt : wg + pt * job->w_pt;
         int targets = FN(poly_targets)(J, pt), single = !(targets & (targets - 1));
         int first = 0;
         while (!(targets >> first & 1)) first++;
@@ -402,8 +385,8 @@ static ptc_status FN(poly_task)(void *vjob, int64_t t, int tid, ptc_parallel *pa
          * the others; a point of one output is added there by the kernels;
          * others pass through m */
         REAL *c = pt == 0 || single ? acc + first * job->acc_elems : m;
-        FN(poly_gemm)(&job->gk, job->kc, rows, cols, depth, a, depth * job->gk.mr, b, ld, c, ld,
-                      pt > 0 && single);
+        FN(poly_gemm)(&job->gk, job->kc, rows, cols, depth, wg + pt * job->w_pt,
+                      depth * job->gk.mr, v + pt * job->v_pt, ld, c, ld, pt > 0 && single);
         if (pt == 0) {
             for (int o = 1; o < J; o++)
                 memcpy(acc + o * job->acc_elems, acc, (size_t)(rows * ld) * sizeof(REAL));
@@ -440,14 +423,15 @@ static ptc_status FN(poly_task)(void *vjob, int64_t t, int tid, ptc_parallel *pa
             for (int o = 0; o < J; o++) {
                 int64_t q = job->q0 + J * tt + o;
                 if (q >= job->qend) break;
-                /* dx[q * s + r - pad_low] for r in [rlo, rhi) */
+                /* dx[q * s + r - pad_low] for r in [rlo, rhi): column j of the rows */
                 int64_t rlo = FN(min64)(s, pl - q * s > 0 ? pl - q * s : 0);
                 int64_t rhi = FN(min64)(s, L + pl - q * s);
-                const REAL *src = acc + o * job->acc_elems + j * ld;
+                const REAL *src = acc + o * job->acc_elems + j;
                 for (int64_t ci = 0; ci < job->cin_g; ci++) {
                     REAL *dst = dxg + ci * L + q * s - pl;
+                    const REAL *from = src + ci * s * ld;
                     for (int64_t r = rlo; r < rhi; r++) {
-                        REAL val = src[ci * s + r];
+                        REAL val = from[r * ld];
                         fin[r & 7] += val * 0;
                         dst[r] = val;
                     }
@@ -482,24 +466,26 @@ static void FN(poly_init)(FN(poly_job) *job, int op, const ptc_problem *p)
         job->q0 = pl / job->s;
         job->qend = FN(min64)((L - 1 + pl) / job->s + 1, P + J - 1);
         job->tiles_img = job->qend > job->q0 ? FN(ceil_div)(job->qend - job->q0, J) : 0;
-        job->phase_len = job->tiles_img + 1;
-        job->plane = J * job->phase_len;
-        job->planes = p->batch * p->out_channels;
+        job->lead = J - 1 - job->q0;
+        job->rows = job->kl;
+        job->depth = job->cout_g;
     } else {
         job->tiles_img = FN(ceil_div)(P, J);
         job->phase_len = job->tiles_img + 1;
         /* rows 0 .. J * tiles_img + J - 2 */
         job->plane = (op == 0 ? J * job->phase_len : J * job->tiles_img + J - 1) * job->s;
         job->planes = p->batch * p->in_channels;
+        job->rows = job->cout_g;
+        job->depth = job->kl;
     }
     job->ntiles = p->batch * job->tiles_img;
 }
 
-/* The padded copy of `src` (x, or dy for the input gradient), followed by
- * `extra` elements for the caller (job->extra), from the calling thread's
- * second workspace: kept between calls, where fresh pages would cost a fault
- * each (the copy is as large as its source, the weights' points 9 / 4 of
- * the weights). */
+/* The padded copy of `src` (x; none of dy for the input gradient, whose
+ * planes are 0), followed by `extra` elements for the caller (job->extra),
+ * from the calling thread's second workspace: kept between calls, where
+ * fresh pages would cost a fault each (the copy is as large as its source,
+ * the weights' points 9 / 4 of the weights). */
 static ptc_status FN(poly_pad)(FN(poly_job) *job, const REAL *src, int64_t extra, int nthreads,
                                const ptc_options *opt)
 {
@@ -534,33 +520,25 @@ static ptc_status FN(poly_run)(int op, const ptc_problem *p, const REAL *in, con
     job.w = w;
     job.bias = bias;
     job.out = out;
-    int64_t mr = job.gk.mr, nr = job.gk.nr, K = job.cout_g;
+    int64_t mr = job.gk.mr, nr = job.gk.nr;
     /* Blocks of tiles of equal sizes, as many as a multiple of the threads,
      * each within POLY_BLOCK_BYTES of scratch (block sizes change no sum):
      * every block streams all the weights' points once. */
-    double per_tile = (double)(np * (op == 0 ? job.kl : K) + (J + 1) * (op == 0 ? K : job.kl)) *
-                      sizeof(REAL);
+    double per_tile = (double)(np * job.depth + (J + 1) * job.rows) * sizeof(REAL);
     int64_t cap = (int64_t)(POLY_BLOCK_BYTES / per_tile);
-    if (cap < mr) cap = mr;
+    if (cap < nr) cap = nr;
     int64_t nblk = FN(ceil_div)(job.ntiles, cap);
     if (p->groups == 1) nblk = FN(round_up)(nblk, nthreads);
     job.nb = FN(ceil_div)(job.ntiles, nblk);
     if (job.nb < 1) job.nb = 1;
     job.nblocks = FN(ceil_div)(job.ntiles, job.nb);
-    if (op == 0) {
-        job.ld = FN(leading_dim)(job.nb, nr);
-        job.v_pt = FN(wino_skewed)(job.kl * job.ld);
-        job.acc_elems = FN(wino_skewed)(FN(round_up)(K, mr) * job.ld);
-        job.w_pt = FN(wino_skewed)(FN(round_up)(K, mr) * job.kl);
-        job.kc = FN(block_len)(job.kl, KC_BYTES / (nr * (int64_t)sizeof(REAL)));
-    } else {
-        job.ld = FN(leading_dim)(job.kl, nr);
-        job.v_pt = FN(wino_skewed)(FN(round_up)(job.nb, mr) * K);
-        job.acc_elems = FN(wino_skewed)(FN(round_up)(job.nb, mr) * job.ld);
-        job.w_pt = FN(wino_skewed)(K * job.ld);
-        job.kc = FN(block_len)(K, KC_BYTES / (nr * (int64_t)sizeof(REAL)));
-    }
-    job.scratch_elems = FN(round_up)(np * job.v_pt + (J + 1) * job.acc_elems, 64 / (int64_t)sizeof(REAL));
+    job.ld = FN(leading_dim)(job.nb, nr);
+    job.v_pt = FN(wino_skewed)(job.depth * job.ld);
+    job.acc_elems = FN(wino_skewed)(FN(round_up)(job.rows, mr) * job.ld);
+    job.w_pt = FN(wino_skewed)(FN(round_up)(job.rows, mr) * job.depth);
+    job.kc = FN(block_len)(job.depth, KC_BYTES / (nr * (int64_t)sizeof(REAL)));
+    job.scratch_elems = FN(round_up)(np * job.v_pt + (J + 1) * job.acc_elems + J * (job.nb + 1),
+                                     64 / (int64_t)sizeof(REAL));
     int64_t total, wpack_elems;
     char *raw = NULL;
     ptc_status st = PTC_OK;
@@ -576,7 +554,7 @@ static ptc_status FN(poly_run)(int op, const ptc_problem *p, const REAL *in, con
     }
     if (st == PTC_OK) {
         job.scratch = (REAL *)(raw + (64 - (uintptr_t)raw % 64) % 64);
-        st = ptc_parallel_for(p->groups * FN(ceil_div)(K, mr), nthreads, FN(poly_weight_task),
+        st = ptc_parallel_for(p->groups * FN(ceil_div)(job.rows, mr), nthreads, FN(poly_weight_task),
                               &job, opt);
     }
     if (st == PTC_OK && op == 1) {

@@ -85,6 +85,7 @@ CONV_PATHS = {
     "polyphase 2 strides groups": ((2, 4, 1300), (256, 2, 128), dict(stride=64, padding=((5, 40),), groups=2)),
     "polyphase stride 1 kernel 4": ((3, 128, 50), (128, 128, 4), dict(padding=2)),
     "polyphase one channel": ((2, 1, 5000), (140, 1, 512), dict(stride=128, padding=300)),
+    "polyphase padding past the kernel": ((3, 1, 3000), (130, 1, 512), dict(stride=128, padding=((600, 10),))),
     # minimal filtering (3x3 or 4x4, stride 2, 64 channels or more on both
     # sides, 256 tiles of 2x2 outputs or more; the weight gradient from 96
     # channels): even and odd output sizes (tiles cut by the edge), windows
