@@ -28,16 +28,24 @@
  *
  * every coefficient 0 or +-1, and the outputs' matrix the transpose of the
  * weights' (so one transform serves the weights and the weight gradient's
- * output gradients, and its transpose the weight gradient's taps). Each point is one GEMM over the
- * rows' width: with 1026 channels at stride 256 (the kernel of 1024 taps of
- * the benchmarks), 9/16 of the direct path's multiplications, the transforms
- * a few additions per element of operands 256 or 1026 deep.
+ * output gradients, and its transpose the weight gradient's taps). Each
+ * point is one GEMM over the rows' width: with 1026 channels at stride 256
+ * (the kernel of 1024 taps of the benchmarks), 9/16 of the direct path's
+ * multiplications, the transforms a few additions per element of operands
+ * 256 or 1026 deep.
  *
  * The input gradient (the transposed convolution) is the same correlation
  * seen from dx's side: dX[q] = sum_a W_a^T dy[q - a], a correlation of dy
- * (padded with J - 1 zeros in front) with the taps reversed, whose points
- * are dy's channels and whose outputs are rows of dx; every dx element is
- * written by one tile. The weight gradient is the forward's algorithm
+ * (J - 1 zeros in front) with the taps reversed, whose points are dy's
+ * channels and whose outputs are rows of dx; every dx element is written by
+ * one tile. Both run the same block loop: the weights' points as A panels,
+ * the points of a block of tiles as B rows over the tiles (built from x's
+ * padded copy, or from dy's rows as they are), C[row][tile] the J outputs'
+ * accumulators; for the input gradient the rows are a row of dx, so each
+ * tile's column of C is written out as dx elements. (Its first version took
+ * the other orientation, dy's points as A panels of tiles, whose scattered
+ * writes and padded copy of dy left it a fifth slower than the forward.)
+ * The weight gradient is the forward's algorithm
  * transposed: per point dU = Q V^T summed over tiles, Q the spread of a
  * tile's J output gradients, then dw_a the gathered dU.
  *
@@ -47,7 +55,7 @@
 #define POLY_MAX_TAPS 4
 /* Per-thread scratch the forward and input gradient's tile blocks are sized
  * for (points, a product and the J output accumulators). */
-#define POLY_BLOCK_BYTES (12.0 * 1024 * 1024)
+#define POLY_BLOCK_BYTES (8.0 * 1024 * 1024)
 /* Tiles of the weight gradient's points held at once, by bytes. */
 #define POLY_CHUNK_BYTES (32.0 * 1024 * 1024)
 #define POLY_FILTER_PANELS 8 /* weight-gradient rows per GEMM task, in panels */
@@ -394,7 +402,8 @@ static ptc_status FN(poly_task)(void *vjob, int64_t t, int tid, ptc_parallel *pa
             for (int o = 0; o < J; o++)
                 if (targets >> o & 1)
                     for (int64_t r = 0; r < rows; r++)
-                        AXPY(job->gk.ks)(cols, 1, m + r * ld, 1, acc + o * job->acc_elems + r * ld, 1);
+                        AXPY(job->gk.ks)(cols, 1, m + r * ld, 1,
+                                         acc + o * job->acc_elems + r * ld, 1);
         }
     }
     /* The accumulators into the output, inside its bounds; any non-finite
@@ -554,8 +563,8 @@ static ptc_status FN(poly_run)(int op, const ptc_problem *p, const REAL *in, con
     }
     if (st == PTC_OK) {
         job.scratch = (REAL *)(raw + (64 - (uintptr_t)raw % 64) % 64);
-        st = ptc_parallel_for(p->groups * FN(ceil_div)(job.rows, mr), nthreads, FN(poly_weight_task),
-                              &job, opt);
+        st = ptc_parallel_for(p->groups * FN(ceil_div)(job.rows, mr), nthreads,
+                              FN(poly_weight_task), &job, opt);
     }
     if (st == PTC_OK && op == 1) {
         /* dx past the last row the tiles give (P + J - 2) is 0 */
