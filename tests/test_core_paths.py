@@ -61,6 +61,12 @@ CONV_PATHS = {
     "pointwise in place": ((2, 5, 7, 9), (6, 5, 1, 1), dict()),
     "pointwise in place groups k-blocks": ((1, 700, 3, 50), (20, 350, 1, 1), dict(groups=2)),
     "pointwise 1d whole strips": ((2, 9, 96), (4, 9, 1), dict()),
+    # pointwise weight gradients with 100 flops or more per packed element:
+    # GEMM tiles over chunks of positions (several per image, a last one
+    # shorter), output channels past a whole panel, input channels past a
+    # whole strip, groups
+    "pointwise weight gradient tiles": ((2, 130, 30, 25), (201, 130, 1, 1), dict()),
+    "pointwise weight gradient tiles groups": ((1, 256, 17, 23), (258, 128, 1, 1), dict(groups=2)),
     # direct depthwise (one input channel per group): rows longer than a
     # register block, between one vector and a block, narrower than a vector
     "depthwise 2d": ((2, 6, 9, 70), (6, 1, 3, 3), dict(padding=1, groups=6)),

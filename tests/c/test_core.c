@@ -490,6 +490,23 @@ static void polyphase_problem(ptc_problem *p, int64_t J)
     p->out_size[0] = ptc_max_out_size(p, 0);
 }
 
+/* A pointwise (1x1, stride 1, unpadded) problem with channels enough on
+ * both sides that its weight gradient runs on the GEMM tiles
+ * (conv_template.h: pointwise_filter_ok), over several chunks of positions. */
+static void pointwise_problem(ptc_problem *p)
+{
+    memset(p, 0, sizeof *p);
+    p->ndim = 2;
+    p->batch = 2;
+    p->groups = rnd(1, 2);
+    p->in_channels = p->groups * rnd(100, 140);
+    p->out_channels = p->groups * rnd(100, 140);
+    for (int d = 0; d < 2; d++) {
+        p->stride[d] = p->kernel[d] = p->dilation[d] = 1;
+        p->in_size[d] = p->out_size[d] = rnd(30, 40);
+    }
+}
+
 /* ---- one problem through every primitive ----------------------------------- */
 
 typedef struct {
@@ -948,7 +965,8 @@ int main(int argc, char **argv)
     double t1 = now();
 
     /* Problems large enough that the core really runs two threads (a few
-     * MFLOP each, two of many channels, four by minimal filtering), compared
+     * MFLOP each, two of many channels, four by minimal filtering, two
+     * pointwise), compared
      * bitwise between 1 and 2 threads. */
     for (int c = 0; c < 12; c++) {
         ptc_problem p;
@@ -968,6 +986,11 @@ int main(int argc, char **argv)
     for (int c = 0; c < 2; c++) {
         ptc_problem p;
         polyphase_problem(&p, 2 + 2 * c);
+        check_problem(&p, c % 2 ? PTC_FLOAT32 : PTC_FLOAT64, 1);
+    }
+    for (int c = 0; c < 2; c++) {
+        ptc_problem p;
+        pointwise_problem(&p);
         check_problem(&p, c % 2 ? PTC_FLOAT32 : PTC_FLOAT64, 1);
     }
     double t2 = now();
