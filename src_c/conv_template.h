@@ -1051,18 +1051,19 @@ static void FN(sum_lanes)(const FN(filter_job) *fj, const REAL *sums, int64_t gr
 }
 
 /* The task split of every weight gradient; returns the thread count. Tasks
- * own blocks of about 128 patch rows (a multiple of `unit`), as many as a
+ * own blocks of about 128 of the `len` rows they split (patch rows, or a
+ * pointwise gradient's output channels), a multiple of `unit`, as many as a
  * multiple of the thread count (block widths do not change any sum). */
-static int FN(filter_blocks)(FN(job) *job, const ptc_geometry *g, int64_t unit)
+static int FN(filter_blocks)(FN(job) *job, const ptc_geometry *g, int64_t len, int64_t unit)
 {
     const ptc_problem *p = g->p;
     double flops = 2.0 * (double)p->batch * (double)p->out_channels * (double)g->kdim *
                    (double)g->out_spatial;
     int nthreads = ptc_threads_for_work(flops);
-    int64_t nblocks = FN(ceil_div)(g->kdim, 128);
+    int64_t nblocks = FN(ceil_div)(len, 128);
     if (nthreads > 1 && p->groups < nthreads) nblocks = FN(round_up)(nblocks, nthreads);
-    job->block = FN(round_up)(FN(ceil_div)(g->kdim, nblocks), unit);
-    job->nblocks = FN(ceil_div)(g->kdim, job->block);
+    job->block = FN(round_up)(FN(ceil_div)(len, nblocks), unit);
+    job->nblocks = FN(ceil_div)(len, job->block);
     return nthreads;
 }
 
@@ -1153,7 +1154,7 @@ static int FN(filter_plan)(FN(filter_job) *fj, const ptc_geometry *g)
     fj->dmr = job->ks->dmr;
     fj->dnr = job->ks->dnr;
     fj->vlen = job->vlen;
-    int nthreads = FN(filter_blocks)(job, g, fj->dnr);
+    int nthreads = FN(filter_blocks)(job, g, g->kdim, fj->dnr);
     fj->cout_pad = FN(round_up)(g->cout_g, fj->dmr);
     fj->ldv = FN(round_up)(job->block, fj->dnr) * fj->vlen;
     job->ptr_cap = FN(round_up)(job->block, fj->dnr);
@@ -1305,7 +1306,7 @@ static ptc_status FN(backward_filter_gemm)(const ptc_geometry *g, const REAL *x,
     job->in = x;
     fj.dy = dy;
     fj.dw = dw;
-    int nthreads = FN(filter_blocks)(job, g, job->mr);
+    int nthreads = FN(filter_blocks)(job, g, g->kdim, job->mr);
     int64_t P = g->out_spatial;
     fj.ldt = FN(leading_dim)(p->out_channels, job->vlen);
     fj.ldw = FN(leading_dim)(g->cout_g, job->vlen);
@@ -1422,16 +1423,9 @@ static ptc_status FN(backward_filter_pointwise)(const ptc_geometry *g, const REA
     job->in = x;
     fj.dy = dy;
     fj.dw = dw;
-    double flops = 2.0 * (double)p->batch * (double)p->out_channels * (double)g->cin_g *
-                   (double)g->out_spatial;
-    int nthreads = ptc_threads_for_work(flops);
-    /* Blocks of output channels, whole panels, as many as a multiple of the
-     * threads (their size changes no sum); chunks of positions as the
-     * forward's k-blocks, so that a strip of B stays in L2. */
-    int64_t nblocks = FN(ceil_div)(g->cout_g, 128);
-    if (nthreads > 1 && p->groups < nthreads) nblocks = FN(round_up)(nblocks, nthreads);
-    job->block = FN(round_up)(FN(ceil_div)(g->cout_g, nblocks), job->mr);
-    job->nblocks = FN(ceil_div)(g->cout_g, job->block);
+    /* blocks of output channels, whole panels; chunks of positions as the
+     * forward's k-blocks, so that a strip of B stays in L2 */
+    int nthreads = FN(filter_blocks)(job, g, g->cout_g, job->mr);
     job->kc = FN(block_len)(g->out_spatial, KC_BYTES / (job->nr * (int64_t)sizeof(REAL)));
     /* every row readable to a whole strip of nr (columns past cin_g are
      * zeros, and their products never stored) */
