@@ -966,8 +966,7 @@ int main(int argc, char **argv)
 
     /* Problems large enough that the core really runs two threads (a few
      * MFLOP each, two of many channels, four by minimal filtering, two
-     * pointwise), compared
-     * bitwise between 1 and 2 threads. */
+     * pointwise), compared bitwise between 1 and 2 threads. */
     for (int c = 0; c < 12; c++) {
         ptc_problem p;
         medium_problem(&p);
