@@ -1067,13 +1067,14 @@ static int FN(filter_blocks)(FN(job) *job, const ptc_geometry *g, int64_t len, i
     return nthreads;
 }
 
-/* Task t of a split by filter_blocks: its group, and its block of patch rows
- * [*kk0, *kk0 + returned count). */
-static int64_t FN(filter_block_of)(const FN(job) *job, int64_t t, int64_t *grp, int64_t *kk0)
+/* Task t of a split by filter_blocks of `len` rows: its group, and its block
+ * of rows [*kk0, *kk0 + returned count). */
+static int64_t FN(filter_block_of)(const FN(job) *job, int64_t t, int64_t len, int64_t *grp,
+                                   int64_t *kk0)
 {
     *grp = t / job->nblocks;
     *kk0 = t % job->nblocks * job->block;
-    return FN(min64)(job->block, job->g->kdim - *kk0);
+    return FN(min64)(job->block, len - *kk0);
 }
 
 static ptc_status FN(backward_filter_task)(void *vjob, int64_t t, int tid, ptc_parallel *par)
@@ -1086,7 +1087,7 @@ static ptc_status FN(backward_filter_task)(void *vjob, int64_t t, int tid, ptc_p
     ptc_status st = FN(scratch_get)(job, tid, &s);
     if (st != PTC_OK) return st;
 
-    int64_t grp, kk0, nb = FN(filter_block_of)(job, t, &grp, &kk0);
+    int64_t grp, kk0, nb = FN(filter_block_of)(job, t, g->kdim, &grp, &kk0);
     int64_t nb_pad = FN(round_up)(nb, fj->dnr), P = g->out_spatial;
     int64_t imgs = fj->imgs, ldk = fj->ldk, ldr = imgs * ldk;
     int64_t x_image = p->in_channels * g->in_spatial, dy_image = p->out_channels * fj->dy_ld;
@@ -1246,7 +1247,7 @@ static ptc_status FN(gemm_filter_task)(void *vjob, int64_t t, int tid, ptc_paral
     FN(scratch) *s;
     ptc_status st = FN(scratch_get)(job, tid, &s);
     if (st != PTC_OK) return st;
-    int64_t grp, kk0, nb = FN(filter_block_of)(job, t, &grp, &kk0);
+    int64_t grp, kk0, nb = FN(filter_block_of)(job, t, g->kdim, &grp, &kk0);
     int64_t P = g->out_spatial, mr = job->mr;
     int in_place = ptc_patches_are_channels(g);
     REAL *cols = s->buf_b, *panels = s->buf_c;
@@ -1382,8 +1383,8 @@ static ptc_status FN(pointwise_filter_task)(void *vjob, int64_t t, int tid, ptc_
     FN(scratch) *s;
     ptc_status st = FN(scratch_get)(job, tid, &s);
     if (st != PTC_OK) return st;
-    int64_t grp = t / job->nblocks, co0 = t % job->nblocks * job->block;
-    int64_t nco = FN(min64)(job->block, g->cout_g - co0), P = g->out_spatial, K = g->cin_g;
+    int64_t grp, co0, nco = FN(filter_block_of)(job, t, g->cout_g, &grp, &co0);
+    int64_t P = g->out_spatial, K = g->cin_g;
     int64_t mr = job->mr, nr = job->nr;
     REAL *bt = s->buf_b, *panels = s->buf_c;
     REAL *c = fj->dw + (grp * g->cout_g + co0) * K;
@@ -2215,7 +2216,7 @@ static ptc_status FN(filter_shifted_task)(void *vjob, int64_t t, int tid, ptc_pa
     if (st != PTC_OK) return st;
 
     /* Rows kk' = q * cin_g + ci of the block, shifted rows of the padded input. */
-    int64_t grp, kk0, nb = FN(filter_block_of)(job, t, &grp, &kk0);
+    int64_t grp, kk0, nb = FN(filter_block_of)(job, t, g->kdim, &grp, &kk0);
     int64_t nb_pad = FN(round_up)(nb, fj->dnr);
     REAL *sums = s->buf_c;
     const REAL **rows = (const REAL **)s->ptrs;
