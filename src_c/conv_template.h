@@ -494,9 +494,30 @@ static ptc_status FN(forward_task)(void *vjob, int64_t t, int tid, ptc_parallel 
                     ldb = job->ldb;
                 }
             }
-            for (int64_t i0 = 0; i0 < g->cout_g; i0 += job->mr)
+            /* Read in place, a strip is kc short pieces of rows a whole
+             * plane apart, each on a page of its own, which the hardware's
+             * prefetchers do not follow: the first panel's call over it would
+             * wait on memory for each of them. The next strip's pieces are
+             * asked for ahead, a share of its rows before each panel's call
+             * (pointwise 1x1 on 2 threads: forward +3-6%, its input gradient
+             * +9%, the next strip's kc x nr staying in L2). */
+            int64_t share = 0, ahead_bytes = 0;
+            const char *ahead = NULL;
+            if (job->b_in_place && j0 + job->nr < nc) {
+                share = FN(ceil_div)(kc, FN(ceil_div)(g->cout_g, job->mr));
+                ahead = (const char *)(xg + k0 * P + p0 + j0 + job->nr);
+                ahead_bytes = FN(min64)(job->nr, nc - j0 - job->nr) * (int64_t)sizeof(REAL);
+            }
+            for (int64_t i0 = 0, r = 0; i0 < g->cout_g; i0 += job->mr) {
+                for (int64_t r_end = FN(min64)(r + share, kc); r < r_end; r++) {
+                    const char *piece = ahead + r * P * (int64_t)sizeof(REAL);
+                    for (const char *line = piece - (uintptr_t)piece % 64;
+                         line < piece + ahead_bytes; line += 64)
+                        PTC_PREFETCH(line);
+                }
                 kern(kc, ag + (i0 / job->mr) * job->mr * g->kdim + k0 * job->mr, b, ldb,
                      yg + i0 * P + j0, P, flags, FN(min64)(job->mr, g->cout_g - i0), ncols);
+            }
         }
     }
     if (job->stream) job->ks->stream_fence();
