@@ -224,9 +224,8 @@ static inline void FN(tiled_rows)(const ptc_geometry *g, const ptc_kernel_set *k
                                         m[ql * rs + j] = row[j * kl + ql];
                                 }
                         } else if (!to_x) {
-                            const char *ahead = (const char *)row + TILED_PREFETCH;
-                            for (int64_t b = 0; b < len * kl * (int64_t)sizeof(REAL); b += 64)
-                                PTC_PREFETCH(ahead + b);
+                            ptc_prefetch_bytes((const char *)row + TILED_PREFETCH,
+                                               len * kl * (int64_t)sizeof(REAL));
                             FN(unfold_row)(m, rs, row, kl, len);
                         } else if (zip && (zip_streams || !stage)) {
                             ZIP(ks)(1, len, m, 0, rs, row, 0, zip_streams);
@@ -509,12 +508,8 @@ static ptc_status FN(forward_task)(void *vjob, int64_t t, int tid, ptc_parallel 
                 ahead_bytes = FN(min64)(job->nr, nc - j0 - job->nr) * (int64_t)sizeof(REAL);
             }
             for (int64_t i0 = 0, r = 0; i0 < g->cout_g; i0 += job->mr) {
-                for (int64_t r_end = FN(min64)(r + share, kc); r < r_end; r++) {
-                    const char *piece = ahead + r * P * (int64_t)sizeof(REAL);
-                    for (const char *line = piece - (uintptr_t)piece % 64;
-                         line < piece + ahead_bytes; line += 64)
-                        PTC_PREFETCH(line);
-                }
+                for (int64_t r_end = FN(min64)(r + share, kc); r < r_end; r++)
+                    ptc_prefetch_bytes(ahead + r * P * (int64_t)sizeof(REAL), ahead_bytes);
                 kern(kc, ag + (i0 / job->mr) * job->mr * g->kdim + k0 * job->mr, b, ldb,
                      yg + i0 * P + j0, P, flags, FN(min64)(job->mr, g->cout_g - i0), ncols);
             }

@@ -13,6 +13,13 @@
 #define PTC_PREFETCH(p) ((void)(p))
 #endif
 
+/* Asks for every cache line that holds a byte of [p, p + bytes). */
+static inline void ptc_prefetch_bytes(const void *p, int64_t bytes)
+{
+    const char *c = (const char *)p;
+    for (const char *line = c - (uintptr_t)c % 64; line < c + bytes; line += 64) PTC_PREFETCH(line);
+}
+
 /* ---- geometry shared by every driver (type independent) ---------------- */
 
 /* Precomputed, read-only description of a zero-padded problem. */
