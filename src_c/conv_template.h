@@ -2176,6 +2176,14 @@ static ptc_status FN(forward_implicit)(const ptc_problem *p, const REAL *x, cons
  * kernel flipped and its channel axes exchanged: each dx element gathers its
  * terms instead of receiving scattered adds. Needs the padding to be at most
  * the kernel's extent (else the equivalent padding would be negative). */
+/* Elements of the weights: out_channels x in_channels / groups x kernel. */
+static int64_t FN(weight_elems)(const ptc_problem *p)
+{
+    int64_t n = p->out_channels * (p->in_channels / p->groups);
+    for (int d = 0; d < p->ndim; d++) n *= p->kernel[d];
+    return n;
+}
+
 static int FN(flip_ok)(const ptc_problem *p)
 {
     for (int d = 0; d < p->ndim; d++) {
@@ -2425,8 +2433,12 @@ static ptc_status FN(backward_data_dispatch)(const ptc_problem *p, const REAL *d
         ptc_status st = FN(poly_run)(1, p, dy, w, NULL, dx, opt, &fallback);
         if (st != PTC_OK || !fallback) return st;
     }
-    /* The flipped problem of a depthwise one is depthwise again: both gather. */
-    if (FN(flip_ok)(p)) return FN(backward_data_flipped)(p, dy, w, dx, opt);
+    /* The flipped problem of a depthwise one is depthwise again: both gather.
+     * A flipped forward also multiplies the weights by the zeros around dy,
+     * which only the scatter leaves out: only exact when the weights hold no
+     * Inf or NaN (0 * Inf is NaN where the sum is finite). */
+    if (FN(flip_ok)(p) && FN(all_finite)(w, FN(weight_elems)(p)))
+        return FN(backward_data_flipped)(p, dy, w, dx, opt);
     if (FN(direct_ok)(p)) return FN(direct)(1, p, dy, w, NULL, dx, opt);
     if (FN(long_kernel_ok)(p)) return FN(backward_data_long)(p, dy, w, dx, opt);
     if (FN(pad_first)(p)) return FN(on_padded)(1, p, dy, w, NULL, dx, opt);

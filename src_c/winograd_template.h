@@ -49,6 +49,22 @@
  * points, then each tap's dw the sum of the dU of the points whose weight
  * holds it (3 taps: dw0 = dU0 + dU1, dw1 = dU3 + dU4, dw2 = dU1 + dU2).
  *
+ * At stride 1 (3x3 kernels, the forward; the input gradient of a stride-1
+ * convolution is a stride-1 convolution with the kernel flipped, which the
+ * dispatch hands to the forward) the 3-tap correlation has no phases, and two
+ * outputs take four products by Toom-Cook at 0, 1, -1 and infinity:
+ *
+ *   points   v = (d0 - d2, d1 + d2, d2 - d1, d3 - d1)
+ *   weights  u = (w0, (w0 + w1 + w2) / 2, (w0 - w1 + w2) / 2, w2)
+ *   outputs  y0 = m0 + m1 + m2, y1 = m1 - m2 + m3
+ *
+ * 16 products per 2x2 outputs instead of 36. The halves are exact; the one
+ * sign is the second target's of point 2 (and, in 2-d, the product of the
+ * two axes' signs), and points with one target have none, so they still go
+ * straight from the kernels into their output. Rounding: the weights' two
+ * sums and the outputs' three-term sums differ from the direct sum's order,
+ * within a few units in the last place of the terms' magnitudes.
+ *
  * Differences of Inf are NaN where the direct sum has an Inf: a call whose
  * results hold anything but finite numbers is run again by the direct
  * method, which gives what it would have given (the check costs nothing
@@ -60,14 +76,15 @@
  * windows, a point's product and the output accumulators. */
 #define WINO_BLOCK_BYTES (1536.0 * 1024)
 
-/* One axis's algorithm for a kernel of 3 or 4 taps at stride 2 (see above).
- * [side]: 0 the forward's windows (forward and weight gradient), 1 the input
- * gradient's. */
+/* One axis's algorithm (see above): a kernel of 3 or 4 taps at stride 2, or
+ * of 3 at stride 1 (its forward side only). [side]: 0 the forward's windows
+ * (forward and weight gradient), 1 the input gradient's. */
 typedef struct {
     int points;
     int wlen[2];                      /* window elements per tile */
     int dy_origin;                    /* input gradient: tile s's window starts at 2s + this */
     int8_t targets[2][WINO_MAX_AXIS][2]; /* the outputs a point is added into, -1 for none */
+    int8_t negated[WINO_MAX_AXIS];    /* forward side: bit i, point subtracted from target i */
     int nv[2];                        /* distinct window points */
     int8_t vmap[2][WINO_MAX_AXIS];    /* point -> its distinct window point */
     int nu;                           /* distinct weight points */
@@ -75,38 +92,58 @@ typedef struct {
     int8_t qmap[WINO_MAX_AXIS];       /* weight gradient: point -> dy point (of 3) */
 } FN(wino_rule);
 
-static const FN(wino_rule) FN(wino_rules)[2] = {
+/* The rules, by wino_rule_index: 3 and 4 taps at stride 2, 3 at stride 1. */
+static const FN(wino_rule) FN(wino_rules)[3] = {
     {5, {5, 3}, 0,
      {{{0, -1}, {0, 1}, {1, -1}, {0, -1}, {1, -1}}, {{1, -1}, {1, 3}, {3, -1}, {0, -1}, {2, -1}}},
+     {0},
      {5, 4}, {{0, 1, 2, 3, 4}, {0, 1, 2, 3, 1}},
      4, {0, 1, 2, 3, 3},
      {0, 1, 2, 0, 2}},
     {6, {6, 4}, -1,
      {{{0, -1}, {0, 1}, {1, -1}, {0, -1}, {0, 1}, {1, -1}},
       {{0, -1}, {0, 2}, {2, -1}, {1, -1}, {1, 3}, {3, -1}}},
+     {0},
      {6, 5}, {{0, 1, 2, 3, 4, 5}, {0, 1, 2, 2, 3, 4}},
      6, {0, 1, 2, 3, 4, 5},
      {0, 1, 2, 0, 1, 2}},
+    {4, {4, 0}, 0,
+     {{{0, -1}, {0, 1}, {0, 1}, {1, -1}}},
+     {0, 0, 2, 0},
+     {4, 0}, {{0, 1, 2, 3}},
+     4, {0, 1, 2, 3},
+     {0}},
 };
 
+/* The rule of an eligible problem (wino_ok). */
+static int FN(wino_rule_index)(const ptc_problem *p)
+{
+    return p->stride[0] == 1 ? 2 : (int)p->kernel[0] - 3;
+}
+
 /* Eligible for op (0 forward, 1 input gradient, 2 weight gradient): 2-d,
- * a 3x3 or 4x4 kernel, stride 2, no dilation, zero padding (other modes
- * come here padded already), and enough work in the GEMMs for them to
- * outweigh the transforms: channels on both sides (each point's GEMM is as
+ * a 3x3 or 4x4 kernel at stride 2 or, for the forward, a 3x3 kernel at
+ * stride 1, no dilation, zero padding (other modes come here padded
+ * already), and enough work in the GEMMs for them to outweigh the
+ * transforms: channels on both sides (each point's GEMM is as
  * deep and as tall as they are; the transforms' cost per element is fixed)
  * and tiles (the weights' transform is paid once per call). The bounds are
- * measured (benchmarks/README.md, entry 12): with 32 channels every pass was
- * slower than the direct one, with 64 the weight gradient still was, and
- * below some 200 tiles the forward. */
+ * measured (benchmarks/README.md, entries 12 and 16): at stride 2, with 32
+ * channels every pass was slower than the direct one, with 64 the weight
+ * gradient still was, and below some 200 tiles the forward; at stride 1
+ * (16 products for 36, not 25), 32 channels gain 10-20%, 16 lose, and 64 or
+ * fewer tiles lose (1 x 512 x 7 x 7: 2.5 times the direct time). */
 static int FN(wino_ok)(const ptc_problem *p, int op)
 {
     if (p->ndim != 2 || p->padding_mode != PTC_PAD_ZEROS || p->kernel[0] != p->kernel[1] ||
         (p->kernel[0] != 3 && p->kernel[0] != 4))
         return 0;
+    int64_t stride = p->stride[0];
+    if (stride == 1 ? op != 0 || p->kernel[0] != 3 : stride != 2) return 0;
     for (int d = 0; d < 2; d++)
-        if (p->stride[d] != 2 || p->dilation[d] != 1 || p->out_size[d] < 2) return 0;
+        if (p->stride[d] != stride || p->dilation[d] != 1 || p->out_size[d] < 2) return 0;
     int64_t cin_g = p->in_channels / p->groups, cout_g = p->out_channels / p->groups;
-    int64_t least = op == 2 ? 96 : 64;
+    int64_t least = op == 2 ? 96 : stride == 1 ? 32 : 64;
     double tiles = (double)p->batch * (double)FN(ceil_div)(p->out_size[0], 2) *
                    (double)FN(ceil_div)(p->out_size[1], 2);
     return cin_g >= least && cout_g >= least && tiles >= 256;
@@ -135,9 +172,9 @@ static FN(wino_axis) FN(wino_axis_of)(int op, const ptc_problem *p, int d)
         a.ostep = 4;
         a.o0 = 4 * s0 + 1 - pad;
     } else {
-        /* outputs 2t, 2t + 1 from x[4t - pad ..] */
+        /* outputs 2t, 2t + 1 from x[2t * stride - pad ..] */
         a.count = FN(ceil_div)(p->out_size[d], 2);
-        a.wstep = 4;
+        a.wstep = 2 * p->stride[d];
         a.w0 = -pad;
         a.ostep = 2;
         a.o0 = 0;
@@ -148,7 +185,7 @@ static FN(wino_axis) FN(wino_axis_of)(int op, const ptc_problem *p, int d)
 /* One axis's distinct points of a window (elements d[0], d[ds], ...) into
  * v[0], v[vs], ...: kind 0 the 3-tap forward's, 1 the 3-tap input
  * gradient's, 2 and 3 the 4-tap ones (the distinct ones of the rules'
- * vmap). A constant where it is called, so that each kind compiles to its
+ * vmap), 4 the stride-1 3-tap forward's. A constant where it is called, so that each kind compiles to its
  * own straight-line code. */
 static inline void FN(wino_axis_points)(int kind, const REAL *d, int64_t ds, REAL *v, int64_t vs)
 {
@@ -168,9 +205,14 @@ static inline void FN(wino_axis_points)(int kind, const REAL *d, int64_t ds, REA
         v[3 * vs] = d1 - d3, v[4 * vs] = d3, v[5 * vs] = d5 - d3;
         break;
     }
-    default: {
+    case 3: {
         REAL d3 = d[3 * ds];
         v[0] = d0 - d1, v[vs] = d1, v[2 * vs] = d2 - d1, v[3 * vs] = d2, v[4 * vs] = d3 - d2;
+        break;
+    }
+    default: {
+        REAL d3 = d[3 * ds];
+        v[0] = d0 - d2, v[vs] = d1 + d2, v[2 * vs] = d2 - d1, v[3 * vs] = d3 - d1;
         break;
     }
     }
@@ -211,12 +253,17 @@ static inline void FN(wino_axis_weights)(int kind, const REAL *w, int64_t ws, RE
         u[5 * us] = w3;
         break;
     }
-    default: {
+    case 3: {
         /* the fourth point's window value is the third's negated (e1 - e2):
          * the sign goes to its weight */
         REAL w3 = w[3 * ws];
         u[0] = w3, u[us] = w1 + w3, u[2 * us] = w1, u[3 * us] = -w2, u[4 * us] = w0 + w2;
         u[5 * us] = w0;
+        break;
+    }
+    default: {
+        REAL half = (REAL)0.5, outer = w0 + w2;
+        u[0] = w0, u[us] = (outer + w1) * half, u[2 * us] = (outer - w1) * half, u[3 * us] = w2;
         break;
     }
     }
@@ -447,7 +494,8 @@ static ptc_status FN(wino_task)(void *vjob, int64_t t, int tid, ptc_parallel *pa
     case 0: FN(wino_points_block)(0, job, grp, t0, nt, v, off, win); break;
     case 1: FN(wino_points_block)(1, job, grp, t0, nt, v, off, win); break;
     case 2: FN(wino_points_block)(2, job, grp, t0, nt, v, off, win); break;
-    default: FN(wino_points_block)(3, job, grp, t0, nt, v, off, win); break;
+    case 3: FN(wino_points_block)(3, job, grp, t0, nt, v, off, win); break;
+    default: FN(wino_points_block)(4, job, grp, t0, nt, v, off, win); break;
     }
 
     int touched[16] = {0};
@@ -485,13 +533,17 @@ static ptc_status FN(wino_task)(void *vjob, int64_t t, int tid, ptc_parallel *pa
         for (int iy = 0; iy < 2 && ty[iy] >= 0; iy++)
             for (int ix = 0; ix < 2 && tx[ix] >= 0; ix++) {
                 int o = ty[iy] * olen + tx[ix];
+                int minus = (rule->negated[pt / P] >> iy ^ rule->negated[pt % P] >> ix) & 1;
                 REAL *dst = acc + o * acc_stride;
                 if (touched[o])
                     for (int64_t r = 0; r < cb; r++)
-                        AXPY(job->gk.ks)(nt, 1, m + r * ldb, 1, dst + r * ldb, 1);
-                else
+                        AXPY(job->gk.ks)(nt, minus ? -1 : 1, m + r * ldb, 1, dst + r * ldb, 1);
+                else if (!minus)
                     for (int64_t r = 0; r < cb; r++)
                         memcpy(dst + r * ldb, m + r * ldb, (size_t)nt * sizeof(REAL));
+                else
+                    for (int64_t r = 0; r < cb; r++)
+                        for (int64_t j = 0; j < nt; j++) dst[r * ldb + j] = -m[r * ldb + j];
                 touched[o] = 1;
             }
     }
@@ -566,8 +618,8 @@ static ptc_status FN(wino_run)(int op, const ptc_problem *p, const REAL *in, con
     job.in_w = op ? p->out_size[1] : p->in_size[1];
     job.out_h = op ? p->in_size[0] : p->out_size[0];
     job.out_w = op ? p->in_size[1] : p->out_size[1];
-    job.rule = &FN(wino_rules)[p->kernel[0] - 3];
-    job.kind = 2 * (int)(p->kernel[0] - 3) + op;
+    job.rule = &FN(wino_rules)[FN(wino_rule_index)(p)];
+    job.kind = 2 * FN(wino_rule_index)(p) + op;
     job.wlen = job.rule->wlen[op];
     job.olen = op ? 4 : 2;
     int P = job.rule->points, nv = job.rule->nv[op], nu = job.rule->nu;
@@ -821,8 +873,8 @@ static ptc_status FN(wino_filter)(const ptc_problem *p, const REAL *x, const REA
     job.ay = FN(wino_axis_of)(0, p, 0);
     job.ax = FN(wino_axis_of)(0, p, 1);
     job.ntiles = p->batch * job.ay.count * job.ax.count;
-    job.rule = &FN(wino_rules)[p->kernel[0] - 3];
-    job.kind = 2 * (int)(p->kernel[0] - 3);
+    job.rule = &FN(wino_rules)[FN(wino_rule_index)(p)];
+    job.kind = 2 * FN(wino_rule_index)(p);
     job.npoints = job.rule->points * job.rule->points;
     job.x = x;
     job.dy = dy;

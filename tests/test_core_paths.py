@@ -107,6 +107,15 @@ CONV_PATHS = {
     "minimal filtering 4x4": ((3, 96, 46, 43), (100, 96, 4, 4), dict(stride=2, padding=1)),
     "minimal filtering 4x4 odd outputs large paddings": ((2, 97, 45, 38), (96, 97, 4, 4), dict(stride=2, padding=((5, 0), (2, 6)))),
     "minimal filtering 4x4 groups": ((2, 192, 44, 46), (192, 96, 4, 4), dict(stride=2, padding=(1, 2), groups=2)),
+    # minimal filtering at stride 1 (3x3, 32 channels or more on both sides,
+    # 256 tiles or more; the forward, and the input gradient as a flipped
+    # forward): odd output sizes, windows wholly in the padding, groups,
+    # a padding mode
+    "minimal filtering stride 1": ((2, 64, 34, 31), (64, 64, 3, 3), dict(padding=1)),
+    "minimal filtering stride 1 odd outputs unpadded": ((1, 40, 37, 36), (48, 40, 3, 3), dict()),
+    "minimal filtering stride 1 large paddings": ((2, 33, 30, 29), (36, 33, 3, 3), dict(padding=((4, 0), (1, 2)))),
+    "minimal filtering stride 1 groups": ((2, 128, 24, 26), (128, 64, 3, 3), dict(padding=1, groups=2)),
+    "minimal filtering stride 1 reflect": ((2, 32, 32, 34), (40, 32, 3, 3), dict(padding=1, padding_mode="reflect")),
 }
 
 # name: (transposed input shape, w shape, conv_transpose keyword arguments)
@@ -305,20 +314,41 @@ def _assert_passes_match_non_finite(x, w, g, kw, operand):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("operand", ["x", "w", "dy"])
 @pytest.mark.parametrize("value", [np.inf, np.nan])
-@pytest.mark.parametrize("k", [3, 4])
-def test_minimal_filtering_leaves_inf_and_nan_to_the_direct_sums(dtype, operand, value, k):
+@pytest.mark.parametrize("k, stride", [(3, 2), (4, 2), (3, 1)])
+def test_minimal_filtering_leaves_inf_and_nan_to_the_direct_sums(dtype, operand, value, k, stride):
     """Minimal filtering takes differences of inputs (Inf - Inf is NaN where
     the direct sum has an Inf): a call with a non-finite result is run again
     by the direct method, whose non-finite entries are the reference's. One
     Inf or NaN at the edge of the input, in a weight, or in the output
     gradient, for the forward and both gradients."""
     rng = np.random.default_rng(13)
-    kw = dict(stride=2, padding=1)
+    kw = dict(stride=stride, padding=1)
     x = rng.standard_normal((3, 96, 46, 42)).astype(dtype)
     w = rng.standard_normal((96, 96, k, k)).astype(dtype)
     g = rng.standard_normal(pytconv.conv_output_shape(x.shape, w.shape, **kw)).astype(dtype)
     {"x": x, "w": w, "dy": g}[operand][(1, 5, 0, 1) if operand != "w" else (7, 3, 0, 2)] = value
     _assert_passes_match_non_finite(x, w, g, kw, operand)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("value", [np.inf, np.nan])
+@pytest.mark.parametrize("shape, kw", [
+    (((2, 3, 9, 8), (4, 3, 3, 3)), dict(padding=1)),
+    (((1, 2, 7, 6, 5), (3, 2, 3, 2, 3)), dict(padding=(2, 1, 0))),
+    (((3, 40, 30, 29), (36, 40, 3, 3)), dict(padding=1)),  # minimal filtering
+])
+def test_stride_1_input_gradient_with_non_finite_weights(dtype, value, shape, kw):
+    """A stride-1 input gradient computed as a forward of the flipped kernel
+    over dy would multiply the weights by the zeros around dy (0 * Inf is
+    NaN where the scatter's sum is finite): weights that are not all finite
+    go to the scatter. One Inf or NaN in a corner tap of the kernel, which
+    reaches past dy's edge."""
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal(shape[0]).astype(dtype)
+    w = rng.standard_normal(shape[1]).astype(dtype)
+    g = rng.standard_normal(pytconv.conv_output_shape(x.shape, w.shape, **kw)).astype(dtype)
+    w[(1, 1) + tuple(k - 1 for k in w.shape[2:])] = value
+    _assert_passes_match_non_finite(x, w, g, kw, "w")
 
 
 def _aligned(a, offset):

@@ -448,8 +448,9 @@ static void deep_problem(ptc_problem *p)
 
 /* A 3x3 or 4x4 stride-2 problem of about 100 channels on both sides and 256
  * tiles of 2x2 outputs or more (some 100-200 MFLOP a pass), which all three
- * passes run by minimal filtering (winograd_template.h: wino_ok). */
-static void minimal_filtering_problem(ptc_problem *p, int64_t k)
+ * passes run by minimal filtering (winograd_template.h: wino_ok); or a 3x3
+ * stride-1 one, whose forward and input gradient (a flipped forward) do. */
+static void minimal_filtering_problem(ptc_problem *p, int64_t k, int64_t stride)
 {
     memset(p, 0, sizeof *p);
     p->ndim = 2;
@@ -459,9 +460,9 @@ static void minimal_filtering_problem(ptc_problem *p, int64_t k)
     p->out_channels = rnd(96, 104);
     p->padding_mode = (ptc_padding_mode)rnd(0, 3);
     for (int d = 0; d < 2; d++) {
-        p->in_size[d] = rnd(48, 52);
+        p->in_size[d] = stride == 1 ? rnd(30, 34) : rnd(48, 52);
         p->kernel[d] = k;
-        p->stride[d] = 2;
+        p->stride[d] = stride;
         p->dilation[d] = 1;
         p->pad_low[d] = rnd(0, 2);
         p->pad_high[d] = rnd(0, 2);
@@ -965,7 +966,7 @@ int main(int argc, char **argv)
     double t1 = now();
 
     /* Problems large enough that the core really runs two threads (a few
-     * MFLOP each, two of many channels, four by minimal filtering, two
+     * MFLOP each, two of many channels, five by minimal filtering, two
      * pointwise), compared bitwise between 1 and 2 threads. */
     for (int c = 0; c < 12; c++) {
         ptc_problem p;
@@ -977,9 +978,9 @@ int main(int argc, char **argv)
         deep_problem(&p);
         check_problem(&p, c % 2 ? PTC_FLOAT64 : PTC_FLOAT32, 1);
     }
-    for (int c = 0; c < 2; c++) {
+    for (int c = 0; c < 3; c++) {
         ptc_problem p;
-        minimal_filtering_problem(&p, 3 + c);
+        minimal_filtering_problem(&p, c == 1 ? 4 : 3, c == 2 ? 1 : 2);
         check_problem(&p, c % 2 ? PTC_FLOAT64 : PTC_FLOAT32, 1);
     }
     for (int c = 0; c < 2; c++) {
