@@ -1,6 +1,10 @@
 /* Minimal filtering for 2-d convolutions with 3x3 and 4x4 kernels at stride
- * 2, for one element type: included by conv_template.h, whose FN, REAL and
- * kernel macros it uses.
+ * 2 and 3x3 kernels at stride 1, for one element type: included by
+ * conv_template.h, whose FN, REAL and kernel macros it uses. The forward of
+ * an N-d convolution whose last two dimensions are such filters over them
+ * and sums over the offsets of the others directly, as rows of its GEMMs
+ * (3x3x3 at stride 1: 48 products per 2x2 outputs of a plane instead of
+ * 108).
  *
  * Along one axis, a stride splits a correlation into phases: at stride 2,
  * the even taps on the even window elements and the odd taps on the odd
@@ -118,16 +122,19 @@ static const FN(wino_rule) FN(wino_rules)[3] = {
 /* The rule of an eligible problem (wino_ok). */
 static int FN(wino_rule_index)(const ptc_problem *p)
 {
-    return p->stride[0] == 1 ? 2 : (int)p->kernel[0] - 3;
+    int a = p->ndim - 2; /* the first of the two dimensions filtered */
+    return p->stride[a] == 1 ? 2 : (int)p->kernel[a] - 3;
 }
 
-/* Eligible for op (0 forward, 1 input gradient, 2 weight gradient): 2-d,
- * a 3x3 or 4x4 kernel at stride 2 or, for the forward, a 3x3 kernel at
- * stride 1, no dilation, zero padding (other modes come here padded
- * already), and enough work in the GEMMs for them to outweigh the
- * transforms: channels on both sides (each point's GEMM is as
- * deep and as tall as they are; the transforms' cost per element is fixed)
- * and tiles (the weights' transform is paid once per call). The bounds are
+/* Eligible for op (0 forward, 1 input gradient, 2 weight gradient): 2-d
+ * (the forward: N-d, the last two dimensions as these), a 3x3 or 4x4 kernel
+ * at stride 2 or, for the forward, a 3x3 kernel at stride 1, no dilation,
+ * zero padding (other modes come here padded already), and enough work in
+ * the GEMMs for them to outweigh the transforms: channels on both sides
+ * (each point's GEMM is as deep as the input channels times the outer
+ * offsets and as tall as the output channels; the transforms' cost per
+ * element is fixed) and tiles (the weights' transform is paid once per
+ * call). The bounds are
  * measured (benchmarks/README.md, entries 12 and 16): at stride 2, with 32
  * channels every pass was slower than the direct one, with 64 the weight
  * gradient still was, and below some 200 tiles the forward; at stride 1
@@ -135,18 +142,21 @@ static int FN(wino_rule_index)(const ptc_problem *p)
  * fewer tiles lose (1 x 512 x 7 x 7: 2.5 times the direct time). */
 static int FN(wino_ok)(const ptc_problem *p, int op)
 {
-    if (p->ndim != 2 || p->padding_mode != PTC_PAD_ZEROS || p->kernel[0] != p->kernel[1] ||
-        (p->kernel[0] != 3 && p->kernel[0] != 4))
+    int a = p->ndim - 2;
+    if (p->ndim < 2 || (p->ndim > 2 && op != 0) || p->padding_mode != PTC_PAD_ZEROS ||
+        p->kernel[a] != p->kernel[a + 1] || (p->kernel[a] != 3 && p->kernel[a] != 4))
         return 0;
-    int64_t stride = p->stride[0];
-    if (stride == 1 ? op != 0 || p->kernel[0] != 3 : stride != 2) return 0;
-    for (int d = 0; d < 2; d++)
+    int64_t stride = p->stride[a];
+    if (stride == 1 ? op != 0 || p->kernel[a] != 3 : stride != 2) return 0;
+    for (int d = a; d < a + 2; d++)
         if (p->stride[d] != stride || p->dilation[d] != 1 || p->out_size[d] < 2) return 0;
+    /* the outer dimensions' offsets deepen the GEMMs like channels */
     int64_t cin_g = p->in_channels / p->groups, cout_g = p->out_channels / p->groups;
+    double depth = (double)cin_g, tiles = (double)p->batch * (double)FN(ceil_div)(p->out_size[a], 2) *
+                                          (double)FN(ceil_div)(p->out_size[a + 1], 2);
+    for (int d = 0; d < a; d++) depth *= (double)p->kernel[d], tiles *= (double)p->out_size[d];
     int64_t least = op == 2 ? 96 : stride == 1 ? 32 : 64;
-    double tiles = (double)p->batch * (double)FN(ceil_div)(p->out_size[0], 2) *
-                   (double)FN(ceil_div)(p->out_size[1], 2);
-    return cin_g >= least && cout_g >= least && tiles >= 256;
+    return depth >= (double)least && cout_g >= least && tiles >= 256;
 }
 
 /* Floor of a / b for b > 0. */
@@ -358,6 +368,14 @@ typedef struct {
     FN(wino_axis) ay, ax;
     int64_t ntiles, nb, nblocks, ldb, kc, npanels;
     int64_t a_pt, v_pt, acc_pt; /* elements per point (weights, points), per output */
+    /* The forward of an N-d problem filters its last two dimensions and sums
+     * over the offsets of the others directly: the GEMMs' k runs over (input
+     * channel, outer offset), the weights' own order, and the tiles over
+     * (image, outer output position, tile of the plane). outer_src[o * outer_k
+     * + q]: the outer input position offset q of outer output o reads, or -1
+     * in the padding. 2-d: one of each. */
+    int64_t cin, outer_k, outer_in, outer_out; /* channels of `in` per group */
+    int64_t *outer_src;
     const FN(wino_rule) *rule;  /* both axes' */
     int kind;                   /* of the points (wino_axis_points) */
     int npoints;                /* points per tile */
@@ -377,8 +395,10 @@ static ptc_status FN(wino_weight_task)(void *vjob, int64_t t, int tid, ptc_paral
     (void)par;
     FN(wino_job) *job = (FN(wino_job) *)vjob;
     const ptc_problem *p = job->p;
-    int64_t grp = t / job->npanels, pi = t % job->npanels, mr = job->gk.mr, k = p->kernel[0];
+    int64_t grp = t / job->npanels, pi = t % job->npanels, mr = job->gk.mr;
+    int64_t k = p->kernel[p->ndim - 1];
     int64_t cin_g = p->in_channels / p->groups, cout_g = p->out_channels / p->groups;
+    int64_t per_co = cin_g * job->outer_k; /* a forward's rows kk: (ci, outer offset) */
     int nu = job->rule->nu;
     REAL *a = job->apack + grp * nu * nu * job->a_pt + pi * job->ca * mr;
     for (int64_t kk = 0; kk < job->ca; kk++)
@@ -389,7 +409,7 @@ static ptc_status FN(wino_weight_task)(void *vjob, int64_t t, int tid, ptc_paral
                 for (int pt = 0; pt < nu * nu; pt++) dst[pt * job->a_pt] = 0;
                 continue;
             }
-            const REAL *wk = job->w + ((grp * cout_g + co) * cin_g + ci) * k * k;
+            const REAL *wk = job->w + ((grp * cout_g + co) * per_co + ci) * k * k;
             REAL r[4][WINO_MAX_AXIS];
             for (int64_t ky = 0; ky < k; ky++)
                 FN(wino_axis_weights)(job->kind, wk + k * ky, 1, r[ky], 1);
@@ -401,28 +421,39 @@ static ptc_status FN(wino_weight_task)(void *vjob, int64_t t, int tid, ptc_paral
 }
 
 /* The input windows of tiles [t0, t0 + nt) of group grp as points:
- * v[pt * v_pt + c * ldb + j]; columns nt .. up to a whole strip are zeros.
- * A channel at a time, tile after tile: each of the 25 lines being written
- * then fills before the next channel's (tile by tile, every store missed
- * L1). tile[] and win[] take nt entries: the images' offsets, the windows. */
+ * v[pt * v_pt + c * ldb + j]; columns nt .. up to a whole strip are zeros,
+ * and so are the points of a row c whose outer offset lies in the padding.
+ * A row at a time, tile after tile: each of the 25 lines being written
+ * then fills before the next row's (tile by tile, every store missed L1).
+ * tile[], outer[] and win[] take nt entries: the images' offsets, the
+ * tiles' rows of outer_src, the windows. */
 static inline void FN(wino_points_block)(int kind, const FN(wino_job) *job, int64_t grp,
                                          int64_t t0, int64_t nt, REAL *v, int64_t *tile,
-                                         FN(wino_window) *win)
+                                         int64_t *outer, FN(wino_window) *win)
 {
-    int64_t per_image = job->ay.count * job->ax.count, plane = job->in_h * job->in_w;
+    int64_t per_plane = job->ay.count * job->ax.count, plane = job->in_h * job->in_w;
     int64_t jend = FN(round_up)(nt, job->gk.nr), nv = job->rule->nv[job->op];
     for (int64_t j = 0; j < nt; j++) {
-        int64_t t = t0 + j, n = t / per_image, r = t % per_image;
+        int64_t t = t0 + j, r = t % per_plane, o = t / per_plane % job->outer_out;
+        int64_t n = t / per_plane / job->outer_out;
         FN(wino_window_at)(&win[j], job->in_h, job->in_w,
                            job->ay.w0 + (r / job->ax.count) * job->ay.wstep,
                            job->ax.w0 + (r % job->ax.count) * job->ax.wstep, job->wlen);
-        tile[j] = (n * job->in_channels + grp * job->ca) * plane;
+        tile[j] = (n * job->in_channels + grp * job->cin) * job->outer_in * plane;
+        outer[j] = o * job->outer_k;
     }
     for (int64_t c = 0; c < job->ca; c++) {
         REAL *dst = v + c * job->ldb;
-        for (int64_t j = 0; j < nt; j++)
-            FN(wino_window_points)(kind, job->in + tile[j] + c * plane, job->in_w, &win[j],
-                                   dst + j, job->v_pt);
+        int64_t ci = c / job->outer_k, q = c % job->outer_k;
+        for (int64_t j = 0; j < nt; j++) {
+            int64_t src = job->outer_src[outer[j] + q];
+            if (src < 0)
+                for (int64_t pt = 0; pt < nv * nv; pt++) dst[pt * job->v_pt + j] = 0;
+            else
+                FN(wino_window_points)(kind,
+                                       job->in + tile[j] + (ci * job->outer_in + src) * plane,
+                                       job->in_w, &win[j], dst + j, job->v_pt);
+        }
         for (int64_t j = nt; j < jend; j++)
             for (int64_t pt = 0; pt < nv * nv; pt++) dst[pt * job->v_pt + j] = 0;
     }
@@ -439,7 +470,8 @@ static inline int FN(wino_store)(const FN(wino_job) *job, const REAL *acc, int64
                                  int64_t nruns, const int64_t *run_j, const int64_t *run_n,
                                  const int64_t *off, const int64_t *lim, int olen)
 {
-    int64_t plane = job->out_h * job->out_w, ow = job->out_w, cb = job->cb, ps = job->acc_pt;
+    int64_t plane = job->outer_out * job->out_h * job->out_w; /* a channel of the output */
+    int64_t ow = job->out_w, cb = job->cb, ps = job->acc_pt;
     int64_t whole = olen << 8 | (int64_t)olen << 24;
     REAL fin[16] = {0}; /* one sum per output position: no chain of dependent adds */
     for (int64_t c = 0; c < cb; c++) {
@@ -489,13 +521,14 @@ static ptc_status FN(wino_task)(void *vjob, int64_t t, int tid, ptc_parallel *pa
     int64_t acc_stride = job->acc_pt; /* elements per output position of a tile */
 
     int64_t *off = (int64_t *)(acc + olen * olen * acc_stride), *lim = off + job->nb;
-    FN(wino_window) *win = (FN(wino_window) *)(lim + 3 * job->nb);
+    int64_t *outer = lim + 3 * job->nb;
+    FN(wino_window) *win = (FN(wino_window) *)(outer + job->nb);
     switch (job->kind) { /* each with its own straight-line transforms */
-    case 0: FN(wino_points_block)(0, job, grp, t0, nt, v, off, win); break;
-    case 1: FN(wino_points_block)(1, job, grp, t0, nt, v, off, win); break;
-    case 2: FN(wino_points_block)(2, job, grp, t0, nt, v, off, win); break;
-    case 3: FN(wino_points_block)(3, job, grp, t0, nt, v, off, win); break;
-    default: FN(wino_points_block)(4, job, grp, t0, nt, v, off, win); break;
+    case 0: FN(wino_points_block)(0, job, grp, t0, nt, v, off, outer, win); break;
+    case 1: FN(wino_points_block)(1, job, grp, t0, nt, v, off, outer, win); break;
+    case 2: FN(wino_points_block)(2, job, grp, t0, nt, v, off, outer, win); break;
+    case 3: FN(wino_points_block)(3, job, grp, t0, nt, v, off, outer, win); break;
+    default: FN(wino_points_block)(4, job, grp, t0, nt, v, off, outer, win); break;
     }
 
     int touched[16] = {0};
@@ -551,15 +584,17 @@ static ptc_status FN(wino_task)(void *vjob, int64_t t, int tid, ptc_parallel *pa
     /* The accumulators into the output, inside its bounds, a channel at a
      * time (a tile at a time, every store went to another plane: a tenth of
      * the call); any non-finite result sends the call to the direct method. */
-    int64_t per_image = job->ay.count * job->ax.count, plane = job->out_h * job->out_w;
+    int64_t per_plane = job->ay.count * job->ax.count, plane = job->out_h * job->out_w;
     int64_t *run_j = lim + job->nb, *run_n = run_j + job->nb, nruns = 0;
     for (int64_t j = 0; j < nt; j++) {
-        int64_t tt = t0 + j, n = tt / per_image, r = tt % per_image;
+        int64_t tt = t0 + j, r = tt % per_plane, o = tt / per_plane % job->outer_out;
+        int64_t n = tt / per_plane / job->outer_out;
         int64_t y0 = job->ay.o0 + (r / job->ax.count) * job->ay.ostep;
         int64_t x0 = job->ax.o0 + (r % job->ax.count) * job->ax.ostep;
         int64_t ylo = y0 < 0 ? -y0 : 0, yhi = FN(min64)(olen, job->out_h - y0);
         int64_t xlo = x0 < 0 ? -x0 : 0, xhi = FN(min64)(olen, job->out_w - x0);
-        off[j] = (n * job->out_channels + grp * cb) * plane + y0 * job->out_w + x0;
+        off[j] = ((n * job->out_channels + grp * cb) * job->outer_out + o) * plane +
+                 y0 * job->out_w + x0;
         lim[j] = ylo | yhi << 8 | xlo << 16 | xhi << 24;
         /* a whole tile right of one in its run (same row, next place) joins it */
         int64_t whole = olen << 8 | olen << 24;
@@ -598,6 +633,31 @@ static int64_t FN(wino_block_tiles)(int64_t ntiles, int64_t groups, int nthreads
     return FN(min64)(best, FN(round_up)(ntiles, vlen));
 }
 
+/* For each position o of the outer dimensions of the output (all but the
+ * last two) and offset q of the kernel's, the linear position of the input's
+ * that they read, or -1 where it lies in the padding: src[o * outer_k + q].
+ * One entry, 0, for a 2-d problem. */
+static void FN(wino_outer_sources)(const ptc_problem *p, int64_t *src)
+{
+    int a = p->ndim - 2;
+    int64_t outer_k = 1, outer_out = 1;
+    for (int d = 0; d < a; d++) outer_k *= p->kernel[d], outer_out *= p->out_size[d];
+    for (int64_t o = 0; o < outer_out; o++)
+        for (int64_t q = 0; q < outer_k; q++) {
+            int64_t lin = 0, orest = o, qrest = q, ostep = outer_out, qstep = outer_k;
+            for (int d = 0; d < a && lin >= 0; d++) {
+                ostep /= p->out_size[d];
+                qstep /= p->kernel[d];
+                int64_t od = orest / ostep, qd = qrest / qstep;
+                orest %= ostep;
+                qrest %= qstep;
+                int64_t i = od * p->stride[d] - p->pad_low[d] + qd * p->dilation[d];
+                lin = i >= 0 && i < p->in_size[d] ? lin * p->in_size[d] + i : -1;
+            }
+            src[o * outer_k + q] = lin;
+        }
+}
+
 /* Forward (op 0) or input gradient (op 1) by minimal filtering. Sets
  * *fallback when the results are not all finite: the caller then runs the
  * direct method. */
@@ -610,14 +670,22 @@ static ptc_status FN(wino_run)(int op, const ptc_problem *p, const REAL *in, con
     job.p = p;
     job.gk = FN(wino_kernels_of_cpu)();
     int64_t cin_g = p->in_channels / p->groups, cout_g = p->out_channels / p->groups;
-    job.ca = op ? cout_g : cin_g;
+    int a = p->ndim - 2; /* op 1: a = 0 (wino_ok) */
+    job.outer_k = job.outer_in = job.outer_out = 1;
+    for (int d = 0; d < a; d++) {
+        job.outer_k *= p->kernel[d];
+        job.outer_in *= p->in_size[d];
+        job.outer_out *= p->out_size[d];
+    }
+    job.cin = op ? cout_g : cin_g;
+    job.ca = job.cin * job.outer_k;
     job.cb = op ? cin_g : cout_g;
     job.in_channels = op ? p->out_channels : p->in_channels;
     job.out_channels = op ? p->in_channels : p->out_channels;
-    job.in_h = op ? p->out_size[0] : p->in_size[0];
-    job.in_w = op ? p->out_size[1] : p->in_size[1];
-    job.out_h = op ? p->in_size[0] : p->out_size[0];
-    job.out_w = op ? p->in_size[1] : p->out_size[1];
+    job.in_h = op ? p->out_size[a] : p->in_size[a];
+    job.in_w = op ? p->out_size[a + 1] : p->in_size[a + 1];
+    job.out_h = op ? p->in_size[a] : p->out_size[a];
+    job.out_w = op ? p->in_size[a + 1] : p->out_size[a + 1];
     job.rule = &FN(wino_rules)[FN(wino_rule_index)(p)];
     job.kind = 2 * FN(wino_rule_index)(p) + op;
     job.wlen = job.rule->wlen[op];
@@ -629,9 +697,12 @@ static ptc_status FN(wino_run)(int op, const ptc_problem *p, const REAL *in, con
     for (int u = 0, n = 0; u < nu * nu; u++)
         for (int pt = 0; pt < P * P; pt++)
             if (job.rule->umap[pt / P] * nu + job.rule->umap[pt % P] == u) job.order[n++] = (int8_t)pt;
-    job.ay = FN(wino_axis_of)(op, p, 0);
-    job.ax = FN(wino_axis_of)(op, p, 1);
-    job.ntiles = p->batch * job.ay.count * job.ax.count;
+    job.ay = FN(wino_axis_of)(op, p, a);
+    job.ax = FN(wino_axis_of)(op, p, a + 1);
+    job.ntiles = p->batch * job.outer_out * job.ay.count * job.ax.count;
+    job.outer_src = (int64_t *)malloc((size_t)(job.outer_out * job.outer_k) * sizeof(int64_t));
+    if (!job.outer_src) return PTC_ERR_NO_MEMORY;
+    FN(wino_outer_sources)(p, job.outer_src);
     job.in = in;
     job.w = w;
     job.bias = bias;
@@ -653,9 +724,10 @@ static ptc_status FN(wino_run)(int op, const ptc_problem *p, const REAL *in, con
     job.acc_pt = FN(wino_skewed)(job.cb * job.ldb);
     job.v_elems = nv * nv * job.v_pt;
     job.m_elems = FN(round_up)(FN(round_up)(job.cb, job.gk.mr) * job.ldb, 64 / (int64_t)sizeof(REAL));
-    /* and the tiles' offsets, bounds and runs (4 nb int64) and windows */
+    /* and the tiles' offsets, bounds, runs and outer rows (5 nb int64) and
+     * windows */
     job.scratch_elems = job.v_elems + job.m_elems + job.olen * job.olen * job.acc_pt +
-                        FN(ceil_div)(job.nb * (int64_t)(4 * sizeof(int64_t) + sizeof(FN(wino_window))),
+                        FN(ceil_div)(job.nb * (int64_t)(5 * sizeof(int64_t) + sizeof(FN(wino_window))),
                                      (int64_t)sizeof(REAL));
     job.scratch_elems = FN(round_up)(job.scratch_elems, 64 / (int64_t)sizeof(REAL));
 
@@ -663,8 +735,10 @@ static ptc_status FN(wino_run)(int op, const ptc_problem *p, const REAL *in, con
      * kept between calls (fresh pages cost a fault each). */
     int64_t total;
     if (!ptc_mul_ok(job.scratch_elems, nthreads, &total) ||
-        (uint64_t)total > (SIZE_MAX - 64) / sizeof(REAL))
+        (uint64_t)total > (SIZE_MAX - 64) / sizeof(REAL)) {
+        free(job.outer_src);
         return PTC_ERR_OVERFLOW;
+    }
     char *raw = (char *)ptc_workspace_acquire(0, (size_t)total * sizeof(REAL) + 64);
     job.apack = FN(alloc)(p->groups * nu * nu * job.a_pt);
     ptc_status st = raw && job.apack ? PTC_OK : PTC_ERR_NO_MEMORY;
@@ -675,6 +749,7 @@ static ptc_status FN(wino_run)(int op, const ptc_problem *p, const REAL *in, con
     if (st == PTC_OK)
         st = ptc_parallel_for(p->groups * job.nblocks, nthreads, FN(wino_task), &job, opt);
     free(job.apack);
+    free(job.outer_src);
     if (raw) ptc_workspace_release(0);
     *fallback = st == PTC_OK && atomic_load(&job.nonfinite);
     return st;

@@ -116,6 +116,14 @@ CONV_PATHS = {
     "minimal filtering stride 1 large paddings": ((2, 33, 30, 29), (36, 33, 3, 3), dict(padding=((4, 0), (1, 2)))),
     "minimal filtering stride 1 groups": ((2, 128, 24, 26), (128, 64, 3, 3), dict(padding=1, groups=2)),
     "minimal filtering stride 1 reflect": ((2, 32, 32, 34), (40, 32, 3, 3), dict(padding=1, padding_mode="reflect")),
+    # N-d forwards (and stride-1 input gradients): minimal filtering over the
+    # last two dimensions, the outer ones summed directly (their offsets rows
+    # of the GEMMs: strided, dilated, reaching wholly into the padding)
+    "minimal filtering 3d": ((2, 12, 6, 18, 17), (32, 12, 3, 3, 3), dict(padding=1)),
+    "minimal filtering 3d outer stride dilation padding": ((1, 16, 9, 20, 21), (33, 16, 2, 3, 3), dict(padding=(3, 1, 0), stride=(2, 1, 1), dilation=(3, 1, 1))),
+    "minimal filtering 3d stride 2": ((2, 64, 6, 22, 20), (64, 64, 3, 3, 3), dict(stride=(1, 2, 2), padding=1)),
+    "minimal filtering 3d groups": ((2, 64, 5, 16, 16), (64, 32, 3, 3, 3), dict(padding=1, groups=2)),
+    "minimal filtering 4d": ((1, 8, 4, 5, 14, 13), (33, 8, 2, 3, 3, 3), dict(padding=(1, 0, 1, 1))),
 }
 
 # name: (transposed input shape, w shape, conv_transpose keyword arguments)
@@ -336,6 +344,7 @@ def test_minimal_filtering_leaves_inf_and_nan_to_the_direct_sums(dtype, operand,
     (((2, 3, 9, 8), (4, 3, 3, 3)), dict(padding=1)),
     (((1, 2, 7, 6, 5), (3, 2, 3, 2, 3)), dict(padding=(2, 1, 0))),
     (((3, 40, 30, 29), (36, 40, 3, 3)), dict(padding=1)),  # minimal filtering
+    (((2, 12, 6, 18, 17), (32, 12, 3, 3, 3)), dict(padding=1)),  # its 3-d form
 ])
 def test_stride_1_input_gradient_with_non_finite_weights(dtype, value, shape, kw):
     """A stride-1 input gradient computed as a forward of the flipped kernel

@@ -448,21 +448,23 @@ static void deep_problem(ptc_problem *p)
 
 /* A 3x3 or 4x4 stride-2 problem of about 100 channels on both sides and 256
  * tiles of 2x2 outputs or more (some 100-200 MFLOP a pass), which all three
- * passes run by minimal filtering (winograd_template.h: wino_ok); or a 3x3
- * stride-1 one, whose forward and input gradient (a flipped forward) do. */
+ * passes run by minimal filtering (winograd_template.h: wino_ok); or a 3-d
+ * one, 3x3 at stride 1 in its last two dimensions, whose forward and input
+ * gradient (a flipped forward) do, the first dimension summed directly. */
 static void minimal_filtering_problem(ptc_problem *p, int64_t k, int64_t stride)
 {
     memset(p, 0, sizeof *p);
-    p->ndim = 2;
+    p->ndim = stride == 1 ? 3 : 2;
     p->batch = 2;
     p->groups = 1;
-    p->in_channels = rnd(96, 104);
-    p->out_channels = rnd(96, 104);
+    p->in_channels = stride == 1 ? rnd(32, 40) : rnd(96, 104);
+    p->out_channels = stride == 1 ? rnd(32, 40) : rnd(96, 104);
     p->padding_mode = (ptc_padding_mode)rnd(0, 3);
-    for (int d = 0; d < 2; d++) {
-        p->in_size[d] = stride == 1 ? rnd(30, 34) : rnd(48, 52);
-        p->kernel[d] = k;
-        p->stride[d] = stride;
+    for (int d = 0; d < p->ndim; d++) {
+        int outer = d < p->ndim - 2;
+        p->in_size[d] = outer ? rnd(3, 5) : stride == 1 ? rnd(24, 28) : rnd(48, 52);
+        p->kernel[d] = outer ? rnd(1, 3) : k;
+        p->stride[d] = outer ? 1 : stride;
         p->dilation[d] = 1;
         p->pad_low[d] = rnd(0, 2);
         p->pad_high[d] = rnd(0, 2);
