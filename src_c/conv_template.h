@@ -2172,10 +2172,6 @@ static ptc_status FN(forward_implicit)(const ptc_problem *p, const REAL *x, cons
     return st;
 }
 
-/* Stride 1 makes the transposed convolution a convolution of dY with the
- * kernel flipped and its channel axes exchanged: each dx element gathers its
- * terms instead of receiving scattered adds. Needs the padding to be at most
- * the kernel's extent (else the equivalent padding would be negative). */
 /* Elements of the weights: out_channels x in_channels / groups x kernel. */
 static int64_t FN(weight_elems)(const ptc_problem *p)
 {
@@ -2184,6 +2180,10 @@ static int64_t FN(weight_elems)(const ptc_problem *p)
     return n;
 }
 
+/* Stride 1 makes the transposed convolution a convolution of dY with the
+ * kernel flipped and its channel axes exchanged: each dx element gathers its
+ * terms instead of receiving scattered adds. Needs the padding to be at most
+ * the kernel's extent (else the equivalent padding would be negative). */
 static int FN(flip_ok)(const ptc_problem *p)
 {
     for (int d = 0; d < p->ndim; d++) {

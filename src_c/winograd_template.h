@@ -134,12 +134,12 @@ static int FN(wino_rule_index)(const ptc_problem *p)
  * (each point's GEMM is as deep as the input channels times the outer
  * offsets and as tall as the output channels; the transforms' cost per
  * element is fixed) and tiles (the weights' transform is paid once per
- * call). The bounds are
- * measured (benchmarks/README.md, entries 12 and 16): at stride 2, with 32
- * channels every pass was slower than the direct one, with 64 the weight
- * gradient still was, and below some 200 tiles the forward; at stride 1
- * (16 products for 36, not 25), 32 channels gain 10-20%, 16 lose, and 64 or
- * fewer tiles lose (1 x 512 x 7 x 7: 2.5 times the direct time). */
+ * call). The bounds are measured (benchmarks/README.md, entries 12 and 16):
+ * at stride 2, with 32 channels every pass was slower than the direct one,
+ * with 64 the weight gradient still was, and below some 200 tiles the
+ * forward; at stride 1 (16 products for 36, not 25), 32 channels gain
+ * 10-20%, 16 lose, and 64 or fewer tiles lose (1 x 512 x 7 x 7: 2.5 times
+ * the direct time). */
 static int FN(wino_ok)(const ptc_problem *p, int op)
 {
     int a = p->ndim - 2;
@@ -152,11 +152,17 @@ static int FN(wino_ok)(const ptc_problem *p, int op)
         if (p->stride[d] != stride || p->dilation[d] != 1 || p->out_size[d] < 2) return 0;
     /* the outer dimensions' offsets deepen the GEMMs like channels */
     int64_t cin_g = p->in_channels / p->groups, cout_g = p->out_channels / p->groups;
-    double depth = (double)cin_g, tiles = (double)p->batch * (double)FN(ceil_div)(p->out_size[a], 2) *
-                                          (double)FN(ceil_div)(p->out_size[a + 1], 2);
-    for (int d = 0; d < a; d++) depth *= (double)p->kernel[d], tiles *= (double)p->out_size[d];
+    double depth = (double)cin_g;
+    double tiles = (double)p->batch * (double)FN(ceil_div)(p->out_size[a], 2) *
+                   (double)FN(ceil_div)(p->out_size[a + 1], 2);
+    double sources = 1; /* entries of wino_outer_sources' table: 8 MiB at most */
+    for (int d = 0; d < a; d++) {
+        depth *= (double)p->kernel[d];
+        tiles *= (double)p->out_size[d];
+        sources *= (double)p->kernel[d] * (double)p->out_size[d];
+    }
     int64_t least = op == 2 ? 96 : stride == 1 ? 32 : 64;
-    return depth >= (double)least && cout_g >= least && tiles >= 256;
+    return depth >= (double)least && cout_g >= least && tiles >= 256 && sources <= 1 << 20;
 }
 
 /* Floor of a / b for b > 0. */
@@ -195,8 +201,8 @@ static FN(wino_axis) FN(wino_axis_of)(int op, const ptc_problem *p, int d)
 /* One axis's distinct points of a window (elements d[0], d[ds], ...) into
  * v[0], v[vs], ...: kind 0 the 3-tap forward's, 1 the 3-tap input
  * gradient's, 2 and 3 the 4-tap ones (the distinct ones of the rules'
- * vmap), 4 the stride-1 3-tap forward's. A constant where it is called, so that each kind compiles to its
- * own straight-line code. */
+ * vmap), 4 the stride-1 3-tap forward's. A constant where it is called, so
+ * that each kind compiles to its own straight-line code. */
 static inline void FN(wino_axis_points)(int kind, const REAL *d, int64_t ds, REAL *v, int64_t vs)
 {
     REAL d0 = d[0], d1 = d[ds], d2 = d[2 * ds];
@@ -374,7 +380,8 @@ typedef struct {
      * (image, outer output position, tile of the plane). outer_src[o * outer_k
      * + q]: the outer input position offset q of outer output o reads, or -1
      * in the padding. 2-d: one of each. */
-    int64_t cin, outer_k, outer_in, outer_out; /* channels of `in` per group */
+    int64_t cin; /* channels of `in` per group */
+    int64_t outer_k, outer_in, outer_out;
     int64_t *outer_src;
     const FN(wino_rule) *rule;  /* both axes' */
     int kind;                   /* of the points (wino_axis_points) */
@@ -420,6 +427,35 @@ static ptc_status FN(wino_weight_task)(void *vjob, int64_t t, int tid, ptc_paral
     return PTC_OK;
 }
 
+/* Tiles per run of wino_run_points. */
+#define WINO_RUN 64
+
+/* Stride 1: the points of n <= WINO_RUN interior tiles side by side along a
+ * row of tiles (windows 2 apart, the first at base; rows w apart) into
+ * v[pt * vs + t]: each window row's points for all n tiles, then the
+ * columns', as loops over the tiles that the compiler vectorises. The
+ * arithmetic is wino_points2d's, in its order: the same bits. */
+static inline void FN(wino_run_points)(const REAL *base, int64_t w, int64_t n, REAL *v,
+                                       int64_t vs)
+{
+    REAL r[4][4][WINO_RUN]; /* [window row][axis point][tile] */
+    for (int i = 0; i < 4; i++) {
+        const REAL *d = base + i * w;
+        for (int64_t t = 0; t < n; t++) {
+            REAL d0 = d[2 * t], d1 = d[2 * t + 1], d2 = d[2 * t + 2], d3 = d[2 * t + 3];
+            r[i][0][t] = d0 - d2, r[i][1][t] = d1 + d2, r[i][2][t] = d2 - d1, r[i][3][t] = d3 - d1;
+        }
+    }
+    for (int b = 0; b < 4; b++) {
+        REAL *restrict v0 = v + b * vs, *restrict v1 = v + (4 + b) * vs;
+        REAL *restrict v2 = v + (8 + b) * vs, *restrict v3 = v + (12 + b) * vs;
+        for (int64_t t = 0; t < n; t++) {
+            REAL e0 = r[0][b][t], e1 = r[1][b][t], e2 = r[2][b][t], e3 = r[3][b][t];
+            v0[t] = e0 - e2, v1[t] = e1 + e2, v2[t] = e2 - e1, v3[t] = e3 - e1;
+        }
+    }
+}
+
 /* The input windows of tiles [t0, t0 + nt) of group grp as points:
  * v[pt * v_pt + c * ldb + j]; columns nt .. up to a whole strip are zeros,
  * and so are the points of a row c whose outer offset lies in the padding.
@@ -445,14 +481,23 @@ static inline void FN(wino_points_block)(int kind, const FN(wino_job) *job, int6
     for (int64_t c = 0; c < job->ca; c++) {
         REAL *dst = v + c * job->ldb;
         int64_t ci = c / job->outer_k, q = c % job->outer_k;
-        for (int64_t j = 0; j < nt; j++) {
+        for (int64_t j = 0, j1; j < nt; j = j1) {
             int64_t src = job->outer_src[outer[j] + q];
-            if (src < 0)
+            j1 = j + 1;
+            if (src < 0) {
                 for (int64_t pt = 0; pt < nv * nv; pt++) dst[pt * job->v_pt + j] = 0;
-            else
-                FN(wino_window_points)(kind,
-                                       job->in + tile[j] + (ci * job->outer_in + src) * plane,
-                                       job->in_w, &win[j], dst + j, job->v_pt);
+                continue;
+            }
+            const REAL *in = job->in + tile[j] + (ci * job->outer_in + src) * plane;
+            if (kind == 4 && win[j].interior) {
+                /* the interior tiles that follow in the same plane's row */
+                while (j1 < nt && j1 - j < WINO_RUN && win[j1].interior && tile[j1] == tile[j] &&
+                       outer[j1] == outer[j] && win[j1].off[0] == win[j1 - 1].off[0] + 2)
+                    j1++;
+                FN(wino_run_points)(in + win[j].off[0], job->in_w, j1 - j, dst + j, job->v_pt);
+            } else {
+                FN(wino_window_points)(kind, in, job->in_w, &win[j], dst + j, job->v_pt);
+            }
         }
         for (int64_t j = nt; j < jend; j++)
             for (int64_t pt = 0; pt < nv * nv; pt++) dst[pt * job->v_pt + j] = 0;

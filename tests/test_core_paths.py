@@ -110,12 +110,14 @@ CONV_PATHS = {
     # minimal filtering at stride 1 (3x3, 32 channels or more on both sides,
     # 256 tiles or more; the forward, and the input gradient as a flipped
     # forward): odd output sizes, windows wholly in the padding, groups,
-    # a padding mode
+    # a padding mode, rows of more tiles than a run of the vectorised
+    # transform takes
     "minimal filtering stride 1": ((2, 64, 34, 31), (64, 64, 3, 3), dict(padding=1)),
     "minimal filtering stride 1 odd outputs unpadded": ((1, 40, 37, 36), (48, 40, 3, 3), dict()),
     "minimal filtering stride 1 large paddings": ((2, 33, 30, 29), (36, 33, 3, 3), dict(padding=((4, 0), (1, 2)))),
     "minimal filtering stride 1 groups": ((2, 128, 24, 26), (128, 64, 3, 3), dict(padding=1, groups=2)),
     "minimal filtering stride 1 reflect": ((2, 32, 32, 34), (40, 32, 3, 3), dict(padding=1, padding_mode="reflect")),
+    "minimal filtering stride 1 long rows": ((1, 32, 6, 301), (33, 32, 3, 3), dict(padding=1)),
     # N-d forwards (and stride-1 input gradients): minimal filtering over the
     # last two dimensions, the outer ones summed directly (their offsets rows
     # of the GEMMs: strided, dilated, reaching wholly into the padding)
