@@ -434,7 +434,10 @@ static ptc_status FN(wino_weight_task)(void *vjob, int64_t t, int tid, ptc_paral
  * row of tiles (windows 2 apart, the first at base; rows w apart) into
  * v[pt * vs + t]: each window row's points for all n tiles, then the
  * columns', as loops over the tiles that the compiler vectorises. The
- * arithmetic is wino_points2d's, in its order: the same bits. */
+ * arithmetic is wino_points2d's, in its order: the same bits. Its formulas
+ * are wino_axis_points' kind 4 written out on restrict pointers: called
+ * through wino_axis_points, whose stores take a stride, the loops were left
+ * scalar (no packed instruction in the build). */
 static inline void FN(wino_run_points)(const REAL *base, int64_t w, int64_t n, REAL *v,
                                        int64_t vs)
 {
@@ -679,14 +682,13 @@ static int64_t FN(wino_block_tiles)(int64_t ntiles, int64_t groups, int nthreads
 }
 
 /* For each position o of the outer dimensions of the output (all but the
- * last two) and offset q of the kernel's, the linear position of the input's
- * that they read, or -1 where it lies in the padding: src[o * outer_k + q].
- * One entry, 0, for a 2-d problem. */
-static void FN(wino_outer_sources)(const ptc_problem *p, int64_t *src)
+ * last two; outer_out of them) and offset q of the kernel's (outer_k), the
+ * linear position of the input's that they read, or -1 where it lies in the
+ * padding: src[o * outer_k + q]. One entry, 0, for a 2-d problem. */
+static void FN(wino_outer_sources)(const ptc_problem *p, int64_t outer_out, int64_t outer_k,
+                                   int64_t *src)
 {
     int a = p->ndim - 2;
-    int64_t outer_k = 1, outer_out = 1;
-    for (int d = 0; d < a; d++) outer_k *= p->kernel[d], outer_out *= p->out_size[d];
     for (int64_t o = 0; o < outer_out; o++)
         for (int64_t q = 0; q < outer_k; q++) {
             int64_t lin = 0, orest = o, qrest = q, ostep = outer_out, qstep = outer_k;
@@ -747,7 +749,7 @@ static ptc_status FN(wino_run)(int op, const ptc_problem *p, const REAL *in, con
     job.ntiles = p->batch * job.outer_out * job.ay.count * job.ax.count;
     job.outer_src = (int64_t *)malloc((size_t)(job.outer_out * job.outer_k) * sizeof(int64_t));
     if (!job.outer_src) return PTC_ERR_NO_MEMORY;
-    FN(wino_outer_sources)(p, job.outer_src);
+    FN(wino_outer_sources)(p, job.outer_out, job.outer_k, job.outer_src);
     job.in = in;
     job.w = w;
     job.bias = bias;
